@@ -1,0 +1,1 @@
+"""feynmlp.born: S-wave scattering lengths of step potentials and their Born series."""

@@ -1,0 +1,38 @@
+"""feynmlp: Taylor coefficients of multilayer perceptrons to any order, through Feynman-like rules.
+
+In: a trained MLP (arrays, a torch module, or a safetensors/npz file) and expansion points.
+Out: Taylor coefficients, derivative tensors, directional (univariate) Taylor series, and the
+diagram-by-diagram view of each coefficient. Importing this package loads NumPy and Numba
+only; the symbolic generator (SymPy, Jinja2) lives in `feynmlp.codegen` and is imported only
+when a kernel has to be generated.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import (
+    FeynmlpError,
+    ModelFileError,
+    ResourceLimitError,
+    StaleKernelError,
+    UnsupportedActivationError,
+)
+
+__all__ = [
+    "__version__",
+    "FeynmlpError",
+    "ModelFileError",
+    "ResourceLimitError",
+    "StaleKernelError",
+    "UnsupportedActivationError",
+    "diagrams",
+]
+
+
+def diagrams(order: int, depth: int | None = None):
+    """The diagrams of one order: labelled rooted trees, and their layer placements for `depth`.
+
+    See `feynmlp.codegen.diagrams.diagrams` (pure Python; imports no SymPy).
+    """
+    from .codegen.diagrams import diagrams as _diagrams
+    return _diagrams(order, depth)
