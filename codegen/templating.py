@@ -27,9 +27,9 @@ def environment() -> jinja2.Environment:
     )
 
 
-def render(template_name: str, **context) -> str:
+def render(_template: str, /, **context) -> str:
     """Render one template with `context`; raises jinja2.UndefinedError on a missing name."""
-    return environment().get_template(template_name).render(**context)
+    return environment().get_template(_template).render(**context)
 
 
 def template_path(template_name: str):

@@ -1,0 +1,194 @@
+"""The activation registry: each activation's Taylor derivatives of any order, derived by SymPy.
+
+In: an activation name (built-in) or a SymPy expression in one symbol (custom), and an order K.
+Out: an `ActivationSpec` whose `taylor_derivatives(K)` gives s^(m)(z)/m! for m = 0..K as SymPy
+expressions in the pre-activation `z` and a few "carrier" symbols (tanh(z) for tanh, the
+logistic function for sigmoid/softplus/SiLU, the normal CDF and density for GELU, ...), together
+with the numeric code that computes each carrier once per neuron.
+
+Why carriers: the derivatives of most activations are polynomials in the activation's own value
+(tanh' = 1 - t^2, sigma' = sigma (1 - sigma)); computing t once and evaluating polynomials is
+both cheaper and numerically better than differentiating the closed form symbolically, whose
+expressions grow quickly with the order. Every carrier u comes with du/dz expressed through z
+and the carriers, so the derivation is the chain rule in a polynomial ring, exact at any order.
+
+ReLU-like activations are first-order only (feynmlp.activation_names explains why); their
+values and first derivatives are written by hand here since SymPy's Heaviside is not code.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import math
+
+import sympy as sp
+
+from ..activation_names import BUILTIN_ACTIVATIONS, RELU_LIKE, canonical_name, check_order_supported
+from ..errors import UnsupportedActivationError
+
+Z = sp.Symbol("x", real=True)  # the pre-activation; named x in the generated code
+
+
+@dataclasses.dataclass(frozen=True)
+class Carrier:
+    """An auxiliary function u(z) computed once per neuron.
+
+    Attributes:
+        symbol: the SymPy symbol standing for u in derivative expressions.
+        code: Python/Numba source computing u from the local variable `x` (math module only).
+        derivative: du/dz as a SymPy expression in Z and carrier symbols.
+        definition: u(z) as a SymPy expression in Z (for LaTeX and for tests).
+    """
+
+    symbol: sp.Symbol
+    code: str
+    derivative: sp.Expr
+    definition: sp.Expr
+
+
+@dataclasses.dataclass(frozen=True)
+class ActivationSpec:
+    """One activation: its value through carriers, and how to differentiate it to any order.
+
+    Attributes:
+        name: identifier used in file names (`tanh`, or `custom_<hash>` for custom ones).
+        value: s(z) as a SymPy expression in Z and the carrier symbols.
+        carriers: carriers in dependency order (each may use earlier ones in its code).
+        definition: s(z) as a plain SymPy expression in Z (what the user would write).
+        max_order: highest derivative order that exists as a function (None: any order).
+        first_order_code: for ReLU-like activations, hand-written (value, derivative) code.
+    """
+
+    name: str
+    value: sp.Expr
+    carriers: tuple[Carrier, ...]
+    definition: sp.Expr
+    max_order: int | None = None
+    first_order_code: tuple[str, str] | None = None
+
+    def total_derivative(self, expr: sp.Expr) -> sp.Expr:
+        """d/dz of an expression in Z and the carriers (the chain rule through each carrier)."""
+        result = sp.diff(expr, Z)
+        for carrier in self.carriers:
+            result += sp.diff(expr, carrier.symbol) * carrier.derivative
+        return sp.expand(result)
+
+    def taylor_derivatives(self, order: int) -> list[sp.Expr]:
+        """[s(z), s'(z)/1!, ..., s^(order)(z)/order!] in terms of Z and the carriers."""
+        if self.max_order is not None and order > self.max_order:
+            check_order_supported(self.name, order)
+        return list(_taylor_derivatives(self, order))
+
+    def signature(self) -> str:
+        """A stable text that changes whenever the generated code for this activation would."""
+        parts = [self.name, sp.srepr(self.value), sp.srepr(self.definition)]
+        for c in self.carriers:
+            parts += [sp.srepr(c.symbol), c.code, sp.srepr(c.derivative)]
+        if self.first_order_code:
+            parts += list(self.first_order_code)
+        return "\n".join(parts)
+
+
+@functools.lru_cache(maxsize=None)
+def _taylor_derivatives(spec: ActivationSpec, order: int) -> tuple[sp.Expr, ...]:
+    # Derivatives are built incrementally and cached: order K reuses order K-1's work.
+    if order == 0:
+        return (spec.value,)
+    lower = _taylor_derivatives(spec, order - 1)
+    raw = spec.total_derivative(lower[-1] * math.factorial(order - 1))
+    return lower + (sp.expand(raw / math.factorial(order)),)
+
+
+def _carrier(name: str, code: str, derivative, definition) -> Carrier:
+    return Carrier(sp.Symbol(name, real=True), code, derivative, definition)
+
+
+def _builtin(name: str) -> ActivationSpec:
+    z = Z
+    if name == "tanh":
+        t = sp.Symbol("t", real=True)
+        return ActivationSpec(name, t, (_carrier("t", "math.tanh(x)", 1 - t**2, sp.tanh(z)),), sp.tanh(z))
+    if name in ("sigmoid", "softplus", "silu"):
+        # sigma(z) = (1 + tanh(z/2))/2 never overflows, unlike 1/(1 + exp(-z)) for z << 0.
+        g = sp.Symbol("g", real=True)
+        logistic = _carrier("g", "0.5 * (1.0 + math.tanh(0.5 * x))", g * (1 - g), 1 / (1 + sp.exp(-z)))
+        if name == "sigmoid":
+            return ActivationSpec(name, g, (logistic,), 1 / (1 + sp.exp(-z)))
+        if name == "silu":
+            return ActivationSpec(name, z * g, (logistic,), z / (1 + sp.exp(-z)))
+        # softplus(z) = log(1 + e^z), written so that neither branch overflows.
+        sp_value = _carrier("v", "max(x, 0.0) + math.log1p(math.exp(-abs(x)))", g, sp.log(1 + sp.exp(z)))
+        return ActivationSpec(name, sp_value.symbol, (logistic, sp_value), sp.log(1 + sp.exp(z)))
+    if name == "gelu":
+        # GELU in its exact (erf) form: z * Phi(z), Phi the standard normal CDF, phi its density.
+        phi_s, cdf_s = sp.Symbol("q", real=True), sp.Symbol("c", real=True)
+        density = _carrier("q", "0.3989422804014327 * math.exp(-0.5 * x * x)", -z * phi_s,
+                           sp.exp(-z**2 / 2) / sp.sqrt(2 * sp.pi))
+        cdf = _carrier("c", "0.5 * math.erfc(-x * 0.7071067811865476)", phi_s,
+                       (1 + sp.erf(z / sp.sqrt(2))) / 2)
+        return ActivationSpec(name, z * cdf_s, (density, cdf), z * (1 + sp.erf(z / sp.sqrt(2))) / 2)
+    if name in ("sin", "cos"):
+        sn, cs = sp.Symbol("sn", real=True), sp.Symbol("cs", real=True)
+        carriers = (_carrier("sn", "math.sin(x)", cs, sp.sin(z)), _carrier("cs", "math.cos(x)", -sn, sp.cos(z)))
+        return ActivationSpec(name, sn if name == "sin" else cs, carriers, sp.sin(z) if name == "sin" else sp.cos(z))
+    if name == "exp":
+        e = sp.Symbol("e", real=True)
+        return ActivationSpec(name, e, (_carrier("e", "math.exp(x)", e, sp.exp(z)),), sp.exp(z))
+    if name == "identity":
+        return ActivationSpec(name, z, (), z)
+    if name in RELU_LIKE:
+        return _relu_like(name)
+    raise AssertionError(f"no definition for built-in activation {name!r}")  # registry out of sync
+
+
+# ReLU-like activations: (value code, first-derivative code) in the local variable x. The
+# derivative at a kink is taken as 0 (as PyTorch's autograd does for ReLU).
+_RELU_LIKE_CODE = {
+    "relu": ("max(x, 0.0)", "1.0 if x > 0.0 else 0.0", sp.Max(Z, 0)),
+    "leaky_relu": ("x if x > 0.0 else 0.01 * x", "1.0 if x > 0.0 else 0.01",
+                   sp.Piecewise((Z, Z > 0), (Z / 100, True))),
+    "hardtanh": ("min(max(x, -1.0), 1.0)", "1.0 if -1.0 < x < 1.0 else 0.0", sp.Min(sp.Max(Z, -1), 1)),
+    "relu6": ("min(max(x, 0.0), 6.0)", "1.0 if 0.0 < x < 6.0 else 0.0", sp.Min(sp.Max(Z, 0), 6)),
+}
+
+
+def _relu_like(name: str) -> ActivationSpec:
+    value_code, derivative_code, definition = _RELU_LIKE_CODE[name]
+    return ActivationSpec(name, Z, (), definition, max_order=1, first_order_code=(value_code, derivative_code))
+
+
+def get_activation(activation) -> ActivationSpec:
+    """The spec of a built-in activation name, or of a custom SymPy expression in one symbol."""
+    if isinstance(activation, ActivationSpec):
+        return activation
+    if isinstance(activation, sp.Basic):
+        return custom_activation(activation)
+    return _builtin(canonical_name(activation))
+
+
+def custom_activation(expr: sp.Expr) -> ActivationSpec:
+    """A user-defined activation s(z) given as a SymPy expression in exactly one free symbol.
+
+    Derivatives are SymPy's own `diff` of the expression (no carriers), so any smooth
+    expression built from functions SymPy can print for the math module works.
+    """
+    if not isinstance(expr, sp.Expr):
+        raise UnsupportedActivationError(f"a custom activation must be a SymPy expression, got {expr!r}")
+    free = sorted(expr.free_symbols, key=lambda s: s.name)
+    if len(free) != 1:
+        raise UnsupportedActivationError(
+            f"a custom activation must depend on exactly one symbol, {expr} has {len(free)} "
+            f"({', '.join(s.name for s in free) or 'none'}); substitute numbers for the others")
+    if expr.has(sp.Heaviside, sp.Max, sp.Min, sp.Abs, sp.Piecewise, sp.sign):
+        raise UnsupportedActivationError(
+            f"custom activation {expr} is not smooth (it contains Max/Min/Abs/Piecewise/Heaviside/"
+            "sign): its higher derivatives are not functions; use a smooth expression")
+    body = expr.xreplace({free[0]: Z})
+    digest = hashlib.sha256(sp.srepr(body).encode()).hexdigest()[:12]
+    return ActivationSpec(f"custom_{digest}", body, (), body)
+
+
+def builtin_names() -> tuple[str, ...]:
+    """Every activation with shipped kernels: the smooth ones, then the first-order-only ones."""
+    return BUILTIN_ACTIVATIONS + RELU_LIKE

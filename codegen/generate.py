@@ -1,0 +1,297 @@
+"""Kernel generation: activation + order -> rendered kernel module -> file in generated/.
+
+In: (activation, order) requests and an output folder. Out: `<activation>_order<K>.py` files
+rendered from templates/kernel_module.py.jinja, and `manifest.json` listing each file with its
+SHA-256 and generator signature. Stages: derive (SymPy: activation derivatives, vertex sums),
+print (CSE'd source lines), render (Jinja2), write (atomic, only when changed). `--check`
+renders into memory and compares instead of writing.
+
+Also the `feynmlp generate-kernels` / `generate-kernels` command (add_arguments, run).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import logging
+import time
+from pathlib import Path
+
+from ..errors import FeynmlpError, UnsupportedActivationError
+from ..kernel_signature import GENERATOR_VERSION, codegen_hash, file_digest, kernel_signature
+
+log = logging.getLogger("feynmlp.codegen")
+
+TEMPLATE = "kernel_module.py.jinja"
+MANIFEST = "manifest.json"
+SHIPPED_ORDERS = (1, 2, 3, 4)
+# Above this order the vertex sums (p(K) partitions: 231 at K = 16, 1958 at K = 24) make the
+# generated module and Numba's compile time grow past anything useful, and a multivariate
+# expansion in even a few variables no longer fits in memory; directional mode is the tool
+# for very high orders and stays well below this.
+MAX_ORDER = 16
+
+CLI_DESCRIPTION = """\
+Generate the Numba kernel module for one expansion order and activation.
+
+feynmlp expands a network f(x0 + h) = sum_alpha c_alpha h^alpha layer by layer. At each hidden
+neuron the incoming Taylor series p(h) passes a vertex: the activation s is composed with it,
+[s(z0 + p)]_k = sum over partitions of k of s^(m)(z0)/m! * (weight) * (product of p's), which
+is Faa di Bruno's formula; a vertex of valence m is the m-th derivative s^(m). This command
+derives those sums and the closed-form derivatives s^(m) with SymPy for the chosen order K,
+and writes `<activation>_order<K>.py` (plus manifest.json) into the output folder.
+
+Kernels for orders 1-4 and every built-in activation ship with feynmlp in generated/; other
+orders and custom activations are generated on demand into the user cache. Use this command
+to refresh generated/ after changing the generator, or `--check` to verify it is current.
+
+examples:
+  feynmlp generate-kernels --order 3 --activation tanh
+  feynmlp generate-kernels --all              # refresh every shipped kernel
+  feynmlp generate-kernels --all --check      # exit 1 with a diff if generated/ is stale
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderedKernel:
+    filename: str
+    text: str
+    activation: str
+    order: int
+    signature: str
+
+
+def sympy_series() -> str:
+    """SymPy's major.minor version: part of every signature (printing may change between them)."""
+    import sympy
+
+    return ".".join(sympy.__version__.split(".")[:2])
+
+
+def validate_order(order: int) -> int:
+    if not isinstance(order, int) or isinstance(order, bool):
+        raise FeynmlpError(f"order must be an integer, got {order!r}")
+    if order < 1:
+        raise FeynmlpError(f"order must be at least 1, got {order}")
+    if order > MAX_ORDER:
+        raise FeynmlpError(
+            f"order {order} is above the largest supported order {MAX_ORDER}: the vertex sums grow "
+            f"like the number of integer partitions of the order and the multivariate coefficients "
+            f"like n^K/K!; for very high orders along one direction use feynmlp.directional")
+    return order
+
+
+def render_kernel(activation, order: int) -> RenderedKernel:
+    """Derive, print and render the kernel module of one (activation, order)."""
+    from . import activations, printing, vertex_sums, templating
+
+    validate_order(order)
+    spec = activations.get_activation(activation)
+    if spec.max_order is not None and order > spec.max_order:
+        spec.taylor_derivatives(order)  # raises the activation's own explanation
+    started = time.perf_counter()
+    if spec.first_order_code is not None:
+        value_code, derivative_code = spec.first_order_code
+        derivative_lines = [f"s0 = {value_code}", f"s1 = {derivative_code}"]
+    else:
+        carrier_lines = [f"{c.symbol.name} = {c.code}" for c in spec.carriers]
+        derivative_lines = carrier_lines + printing.assignments(
+            [f"s{m}" for m in range(order + 1)], spec.taylor_derivatives(order), temporary_prefix="_d")
+    directional_lines = printing.assignments(
+        [f"c{k}" for k in range(1, order + 1)], vertex_sums.directional_expressions(order), temporary_prefix="_c")
+    term_lines = []
+    for k, terms in enumerate(vertex_sums.vertex_terms(order), start=1):
+        listed = ", ".join(f"{term.parts} x {term.weight}" for term in terms)
+        term_lines.append(f"order {k}: {listed}")
+    signature = kernel_signature(spec.signature(), order, sympy_series())
+    filename = f"{spec.name}_order{order}.py"
+    text = templating.render(
+        TEMPLATE,
+        template_name=TEMPLATE,
+        generator_version=GENERATOR_VERSION,
+        signature=signature,
+        activation=spec.name,
+        activation_definition=str(spec.definition),
+        order=order,
+        refresh_command=refresh_command(spec.name, order),
+        derivative_lines=derivative_lines,
+        directional_lines=directional_lines,
+        valences=list(vertex_sums.valences(order)),
+        valences_tuple=repr(vertex_sums.valences(order)),
+        vertex_terms=term_lines,
+    )
+    log.debug("rendered %s in %.2f s", filename, time.perf_counter() - started)
+    return RenderedKernel(filename, text, spec.name, order, signature)
+
+
+def refresh_command(activation: str, order: int) -> str:
+    if activation.startswith("custom_"):
+        return "regenerated automatically in the user cache on the next call"
+    return f"feynmlp generate-kernels --order {order} --activation {activation}"
+
+
+def shipped_requests() -> list[tuple[str, int]]:
+    """Every (activation, order) whose kernel ships in generated/."""
+    from .activations import builtin_names
+    from ..activation_names import RELU_LIKE
+
+    return [(name, order) for name in builtin_names() for order in SHIPPED_ORDERS
+            if not (name in RELU_LIKE and order > 1)]
+
+
+def default_output_folder() -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("feynmlp.generated")))
+
+
+def _manifest_entry(kernel: RenderedKernel) -> dict:
+    return {"activation": kernel.activation, "order": kernel.order, "signature": kernel.signature,
+            "sha256": file_digest(kernel.text.encode("utf-8"))}
+
+
+def _manifest_text(entries: dict) -> str:
+    manifest = {"generator_version": GENERATOR_VERSION, "codegen_hash": codegen_hash(),
+                "sympy": sympy_series(), "kernels": dict(sorted(entries.items()))}
+    return json.dumps(manifest, indent=1, sort_keys=True) + "\n"
+
+
+def _read_manifest_entries(folder: Path) -> dict:
+    try:
+        data = json.loads((folder / MANIFEST).read_text())
+        return dict(data.get("kernels", {}))
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def write_kernels(requests, folder: Path, progress: bool = False) -> list[str]:
+    """Render each request and write it (atomically, only if changed); update the manifest.
+
+    Everything is rendered before anything is written, so a failing derivation leaves the
+    folder as it was. Returns the names of the files that changed.
+    """
+    from ..files import write_if_changed
+
+    folder = Path(folder)
+    _check_folder(folder)
+    kernels = [render_kernel(a, k) for a, k in _progress(requests, progress, "deriving kernels")]
+    entries = _read_manifest_entries(folder)
+    changed = []
+    for kernel in kernels:
+        if write_if_changed(folder / kernel.filename, kernel.text):
+            changed.append(kernel.filename)
+        entries[kernel.filename] = _manifest_entry(kernel)
+    if write_if_changed(folder / MANIFEST, _manifest_text(entries)):
+        changed.append(MANIFEST)
+    return changed
+
+
+def check_kernels(requests, folder: Path, progress: bool = False) -> list[str]:
+    """Unified diffs of every file in `folder` that differs from what the generator renders now."""
+    folder = Path(folder)
+    kernels = [render_kernel(a, k) for a, k in _progress(requests, progress, "deriving kernels")]
+    entries = _read_manifest_entries(folder)
+    expected = {kernel.filename: kernel.text for kernel in kernels}
+    for kernel in kernels:
+        entries[kernel.filename] = _manifest_entry(kernel)
+    expected[MANIFEST] = _manifest_text(entries)
+    diffs = []
+    for name, text in expected.items():
+        try:
+            current = (folder / name).read_text()
+        except OSError:
+            current = ""
+        if current != text:
+            diffs.append("".join(difflib.unified_diff(
+                current.splitlines(keepends=True), text.splitlines(keepends=True),
+                fromfile=f"{folder / name} (on disk)", tofile=f"{folder / name} (generator now)")))
+    return diffs
+
+
+def _check_folder(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise FeynmlpError(f"output folder {str(folder)!r} is a file; pass a folder with --out")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FeynmlpError(
+            f"cannot create output folder {str(folder)!r}: {exc.strerror or exc}; pass a writable folder with --out") from exc
+
+
+def _progress(items, enabled: bool, label: str):
+    if not enabled or len(items) < 2:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=label, unit="kernel", leave=False)
+
+
+# ----------------------------------------------------------------------------- command line
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--order", "-k", type=int, metavar="K",
+                        help="expansion order: kernels give all Taylor coefficients up to |alpha| = K "
+                             f"(1..{MAX_ORDER})")
+    parser.add_argument("--activation", "-a", metavar="NAME",
+                        help="activation of the hidden layers: tanh, sigmoid, softplus, silu, gelu, sin, "
+                             "cos, exp, identity (relu, leaky_relu, hardtanh, relu6 for order 1)")
+    parser.add_argument("--all", action="store_true",
+                        help="every shipped kernel: orders 1-4 for every built-in activation")
+    parser.add_argument("--out", metavar="DIR", type=Path,
+                        help="output folder (default: feynmlp's own generated/ folder)")
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 with a unified diff if the files on disk differ from "
+                             "what the generator produces now")
+    parser.add_argument("--quiet", "-q", action="store_true", help="print nothing on success")
+
+
+def run(args) -> int:
+    if args.all:
+        if args.order is not None or args.activation is not None:
+            raise FeynmlpError("--all regenerates every shipped kernel; drop --order/--activation, or drop --all")
+        requests = shipped_requests()
+        refresh = "feynmlp generate-kernels --all"
+    else:
+        if args.order is None or args.activation is None:
+            raise FeynmlpError("give --order K and --activation NAME (or --all for every shipped kernel)")
+        validate_order(args.order)
+        from .activations import get_activation
+
+        spec = get_activation(_activation_argument(args.activation))
+        requests = [(spec, args.order)]
+        refresh = refresh_command(spec.name, args.order)
+    folder = args.out if args.out is not None else default_output_folder()
+    if args.out is not None:
+        refresh += f" --out {args.out}"
+    started = time.perf_counter()
+    if args.check:
+        diffs = check_kernels(requests, folder, progress=not args.quiet)
+        if diffs:
+            print("".join(diffs))
+            print(f"generate-kernels: {len(diffs)} file(s) in {folder} are stale; refresh them with: {refresh}")
+            return 1
+        if not args.quiet:
+            print(f"generate-kernels: {len(requests)} kernel(s) in {folder} are up to date")
+        return 0
+    changed = write_kernels(requests, folder, progress=not args.quiet)
+    if not args.quiet:
+        print(f"generate-kernels: {len(requests)} kernel(s) derived in {time.perf_counter() - started:.1f} s; "
+              f"{len(changed)} file(s) written to {folder}" + (f": {', '.join(changed)}" if changed else " (all current)"))
+    return 0
+
+
+def _activation_argument(text: str):
+    """A built-in name, or a custom activation written as a formula in one variable."""
+    from ..activation_names import canonical_name
+
+    try:
+        return canonical_name(text)
+    except UnsupportedActivationError as unknown:
+        if not any(ch in text for ch in "()*+-/"):
+            raise unknown
+    try:
+        from .safe_expression import parse_activation
+    except ImportError:  # pragma: no cover - the parser ships with codegen
+        raise UnsupportedActivationError(f"unknown activation {text!r}") from None
+    expression, _ = parse_activation(text)
+    return expression

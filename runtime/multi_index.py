@@ -1,0 +1,152 @@
+"""Multi-indices of a truncated multivariate Taylor series, and the vertex index tables.
+
+In: the number of variables n and the order K. Out:
+- the multi-indices alpha with 0 <= |alpha| <= K, graded then lexicographic in their sorted
+  variable tuples (for n = 2: 1, x0, x1, x0^2, x0 x1, x1^2, ...), as exponent vectors or as
+  sorted variable tuples;
+- for each vertex valence m >= 2, the table of Faa di Bruno terms in many variables: every
+  multiset {alpha_1, ..., alpha_m} of nonzero multi-indices with |alpha_1 + ... + alpha_m| <= K,
+  as a row (column of the sum, columns of the alphas) with the number of distinct orderings of
+  the alphas as its weight. The generated kernels loop over these rows (the loop over input
+  multi-indices stays a runtime loop, DESIGN.md section 2).
+
+Everything is vectorised NumPy: tables of millions of rows build in well under a second.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+
+def count(n: int, order: int) -> int:
+    """Number of multi-indices in n variables with |alpha| <= order: C(n + order, order)."""
+    return math.comb(n + order, order)
+
+
+def count_of_order(n: int, k: int) -> int:
+    """Number of multi-indices in n variables with |alpha| == k."""
+    return math.comb(n + k - 1, k)
+
+
+@functools.lru_cache(maxsize=64)
+def sorted_tuples(n: int, k: int) -> np.ndarray:
+    """All nondecreasing tuples (i_1 <= ... <= i_k) over range(n), lexicographic, shape (C, k)."""
+    rows = np.zeros((1, 0), dtype=np.int64)
+    for _ in range(k):
+        last = rows[:, -1] if rows.shape[1] else np.zeros(rows.shape[0], dtype=np.int64)
+        counts = n - last
+        parent = np.repeat(np.arange(rows.shape[0]), counts)
+        # For each parent, the appended index runs last, last + 1, ..., n - 1.
+        starts = np.cumsum(counts) - counts
+        appended = np.arange(parent.size) - np.repeat(starts, counts) + last[parent]
+        rows = np.concatenate([rows[parent], appended[:, None]], axis=1)
+    rows.setflags(write=False)
+    return rows
+
+
+def _keys(tuples: np.ndarray, n: int) -> np.ndarray:
+    """Base-n numbers of sorted tuples: increasing in lexicographic order for a fixed length."""
+    key = np.zeros(tuples.shape[0], dtype=np.int64)
+    for column in range(tuples.shape[1]):
+        key = key * n + tuples[:, column]
+    return key
+
+
+@functools.lru_cache(maxsize=16)
+def layout(n: int, order: int):
+    """(offsets, order_of_column, padded): where each order starts, each column's order, and
+    each column's sorted tuple padded to length `order` with the sentinel n."""
+    offsets = np.cumsum([0] + [count_of_order(n, k) for k in range(order + 1)])
+    order_of_column = np.repeat(np.arange(order + 1), np.diff(offsets))
+    padded = np.full((offsets[-1], max(order, 1)), n, dtype=np.int64)
+    for k in range(1, order + 1):
+        padded[offsets[k]:offsets[k + 1], :k] = sorted_tuples(n, k)
+    return offsets, order_of_column, padded
+
+
+def exponents(n: int, order: int) -> np.ndarray:
+    """All multi-indices up to `order` as exponent vectors, shape (M, n), in column order."""
+    offsets, _, padded = layout(n, order)
+    result = np.zeros((offsets[-1], n), dtype=np.int64)
+    rows = np.repeat(np.arange(offsets[-1]), (padded < n).sum(axis=1))
+    np.add.at(result, (rows, padded[padded < n]), 1)
+    return result
+
+
+def column_of(n: int, order: int, exponent_vectors: np.ndarray) -> np.ndarray:
+    """Column index of each exponent vector (shape (..., n)) in the graded layout."""
+    exponent_vectors = np.asarray(exponent_vectors, dtype=np.int64)
+    flat = exponent_vectors.reshape(-1, n)
+    degrees = flat.sum(axis=1)
+    if np.any(flat < 0) or np.any(degrees > order):
+        raise ValueError(f"multi-indices must be nonnegative with |alpha| <= {order}")
+    tuples = np.full((flat.shape[0], max(order, 1)), n, dtype=np.int64)
+    for r, row in enumerate(flat):
+        variables = np.repeat(np.arange(n), row)
+        tuples[r, :variables.size] = variables
+    return _columns_of_tuples(n, order, tuples, degrees).reshape(exponent_vectors.shape[:-1])
+
+
+def _columns_of_tuples(n: int, order: int, tuples: np.ndarray, degrees: np.ndarray) -> np.ndarray:
+    offsets, _, _ = layout(n, order)
+    columns = np.empty(tuples.shape[0], dtype=np.int64)
+    for k in np.unique(degrees):
+        rows = degrees == k
+        if k == 0:
+            columns[rows] = 0
+            continue
+        reference = _keys(sorted_tuples(n, int(k)), n)
+        columns[rows] = offsets[k] + np.searchsorted(reference, _keys(tuples[rows, :k], n))
+    return columns
+
+
+@functools.lru_cache(maxsize=16)
+def vertex_tables(n: int, order: int) -> tuple[np.ndarray, ...]:
+    """(table2, weight2, table3, weight3, ..., tableK, weightK) for the generated kernels.
+
+    table_m has shape (rows, m + 1): the target column, then the m source columns in
+    nondecreasing order; weight_m (float64) the number of distinct orderings of the sources.
+    """
+    offsets, order_of_column, padded = layout(n, order)
+    # end_of_order[c] = first column of order > c, so "columns j >= a with order <= c" is a range.
+    end_of_order = offsets[1:]
+    result = []
+    for m in range(2, order + 1):
+        # Grow canonical tuples a_1 <= a_2 <= ... <= a_m of nonzero columns, keeping room for
+        # the remaining parts (each of order >= 1) under the total order.
+        members = np.arange(1, end_of_order[order - (m - 1)], dtype=np.int64)[:, None]
+        total = order_of_column[members[:, 0]]
+        for j in range(1, m):
+            remaining = m - 1 - j
+            cap = order - total - remaining
+            stop = end_of_order[cap]
+            last = members[:, -1]
+            counts = np.maximum(stop - last, 0)
+            parent = np.repeat(np.arange(members.shape[0]), counts)
+            starts = np.cumsum(counts) - counts
+            appended = np.arange(parent.size, dtype=np.int64) - np.repeat(starts, counts) + last[parent]
+            members = np.concatenate([members[parent], appended[:, None]], axis=1)
+            total = total[parent] + order_of_column[appended]
+        # Target: merge the sources' variable tuples and look the sorted result up.
+        merged = np.sort(padded[members].reshape(members.shape[0], -1), axis=1)[:, :order]
+        targets = _columns_of_tuples(n, order, merged, total)
+        weights = _distinct_orderings(members)
+        table = np.concatenate([targets[:, None], members], axis=1)
+        result += [np.ascontiguousarray(table), weights]
+    for array in result:
+        array.setflags(write=False)
+    return tuple(result)
+
+
+def _distinct_orderings(members: np.ndarray) -> np.ndarray:
+    """m! / prod(multiplicity!) for each row of sorted members."""
+    m = members.shape[1]
+    weights = np.full(members.shape[0], float(math.factorial(m)))
+    run = np.ones(members.shape[0])
+    for j in range(1, m):
+        same = members[:, j] == members[:, j - 1]
+        run = np.where(same, run + 1, 1.0)
+        weights /= np.where(same, run, 1.0)
+    return weights
