@@ -1,1 +1,56 @@
-"""feynmlp.born: S-wave scattering lengths of step potentials and their Born series."""
+"""feynmlp.born: S-wave scattering lengths of step potentials and their Born series.
+
+In: step potentials U of shape (..., N) (U_n on [(n-1) R/N, n R/N), zero beyond R; hbar =
+2 mu = 1, U < 0 attractive) and the range R. Out:
+- scattering_length(U, R): exact a (exact_scattering.py);
+- bound_state_count / has_bound_state / is_shallow(U, R): bound states (exact_scattering.py);
+- born_terms(U, order, R): exact Born terms a_1 .. a_order; born_kernels(N, R, order): the
+  derivatives of a at U = 0 (born_series.py);
+- sample_potentials(n, grid, R, seed, ...): random shallow ensembles (potentials.py);
+- make_dataset / write_dataset / load_dataset: labelled .npz data sets (dataset.py);
+- potential_to_U / U_to_potential / reduced_mass: MeV and fm (units.py);
+- the `feynmlp born` command line (cli.py).
+
+Names are loaded on first use, so that `import feynmlp.born.cli` (run by every `feynmlp`
+command) does not import the numerics.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "scattering_length": "exact_scattering",
+    "bound_state_count": "exact_scattering",
+    "has_bound_state": "exact_scattering",
+    "is_shallow": "exact_scattering",
+    "scattering_length_and_bound_states": "exact_scattering",
+    "born_terms": "born_series",
+    "born_kernels": "born_series",
+    "BornKernels": "born_series",
+    "sample_potentials": "potentials",
+    "FAMILIES": "potentials",
+    "DISTRIBUTION": "potentials",
+    "make_dataset": "dataset",
+    "write_dataset": "dataset",
+    "save_dataset": "dataset",
+    "load_dataset": "dataset",
+    "HBARC_MEV_FM": "units",
+    "potential_to_U": "units",
+    "U_to_potential": "units",
+    "reduced_mass": "units",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'feynmlp.born' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

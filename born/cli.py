@@ -1,0 +1,141 @@
+"""`feynmlp born ...`: the command line of the Born-series toolkit.
+
+In: the `born` subparser from feynmlp.cli (add_arguments) and the parsed arguments (run).
+Out: subcommands that write files, and an exit status (0 success; a FeynmlpError becomes one
+line on stderr and status 2 in feynmlp.cli). Imports here stay light (argparse only) so that
+`feynmlp --help` is fast; NumPy and the numerics are imported inside the runners.
+
+To add a subcommand, write `_add_<name>_arguments(parser)` and `_run_<name>(args) -> int` and
+add one row to `_SUBCOMMANDS`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+CLI_DESCRIPTION = """\
+S-wave scattering lengths and Born series of step potentials.
+
+Conventions (as in DESIGN.md section 3):
+  units      hbar = 2 mu = 1: the potential enters as U(r) = 2 mu V(r) / hbar^2, an inverse
+             length squared (U = V in these units). In MeV and fm, U [fm^-2] = 2 mu V / (hbar c)^2
+             with hbar c = 197.3269804 MeV fm and mu the reduced mass in MeV
+             (feynmlp.born.units.potential_to_U); R and a are then in fm.
+  potentials step functions on a uniform grid: U_n on [(n-1) R/N, n R/N), n = 1..N, zero for
+             r >= R. U < 0 is attractive.
+  a          the zero-energy solution of u'' = U u, u(0) = 0, is proportional to (r - a) for
+             r >= R. A weak attraction gives a < 0, a hard sphere of radius R gives a = R; a
+             constant well U = -V0 gives a = R - tan(sqrt(V0) R)/sqrt(V0) and binds its first
+             state at V0 = pi^2 / (4 R^2), where a jumps from -inf to +inf.
+  Born terms a = a_1 + a_2 + ..., the Taylor series of a around U = 0; a_k has degree k in
+             U (constant well: a_1 = -V0 R^3/3, a_2 = -2 V0^2 R^5/15, a_3 = -17 V0^3 R^7/315).
+  shallow    no bound state; the data sets keep only shallow potentials by default.
+
+Python API: feynmlp.born (scattering_length, born_terms, born_kernels, sample_potentials,
+make_dataset, load_dataset, ...). Run `feynmlp born SUBCOMMAND --help` for each subcommand.
+"""
+
+_DATASET_DESCRIPTION = """\
+Draw random shallow step potentials and label each with its exact scattering length a and
+its Born terms a_1 .. a_K (exact, closed form), then write one .npz file:
+  U (size, N) step values;  a (size,);  born (size, K), born[:, k-1] = a_k;
+  family (size,) the family of each row;  metadata_json (uint8 bytes of a JSON object:
+  grid, R, seed, distribution, feynmlp version, ...).
+Load it with feynmlp.born.load_dataset(path), or with np.load(path, allow_pickle=False).
+
+Distribution: U = -depth * shape with the shape normalised to max |shape| = 1, so the depth is
+max_n |U_n|; depth is log-uniform in [--depth-min, --depth-max] / R^2 (potentials near U = 0
+and strong ones are equally represented). Draws with a bound state (unless --allow-bound) or
+with |a| > --a-max * R (near a zero-energy threshold) are rejected and redrawn. Families
+(x = r / R at the step midpoints):
+  fourier      exp(g(x)), g a random Fourier series of 8 modes (smooth random profile)
+  square       constant well on the first k steps, k uniform in 1..N
+  exponential  exp(-x/b);  gaussian  exp(-x^2/(2 b^2));  yukawa  (b/x) exp(1 - x/b)
+               (yukawa's depth is |U| at r = b), with b log-uniform in (0.05, 1)
+  steps        independent uniform step values: spans all N directions of U, which a
+               network's Taylor coefficients at U = 0 need to be identified in every direction
+With --repulsive, square/exponential/gaussian/yukawa get a random overall sign (barriers) and
+fourier/steps profiles change sign inside the range. The same arguments and --seed always give
+the same file. The file is written atomically: on any error nothing is left behind.
+
+Example: feynmlp born dataset --size 100000 --grid 64 --seed 0 --out data.npz
+"""
+
+
+def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--size", type=int, required=True, metavar="N_POT",
+                        help="number of potentials (rows) to draw")
+    parser.add_argument("--out", required=True, metavar="FILE.npz",
+                        help="output file; must end in .npz, its folder must exist")
+    parser.add_argument("--grid", type=int, default=64, metavar="N",
+                        help="number of steps of each potential (default 64)")
+    parser.add_argument("--range", dest="R", type=float, default=1.0, metavar="R",
+                        help="range R of the potentials, in the length unit of your problem "
+                             "(default 1; a and the Born terms come out in this unit)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed, integer >= 0 (default 0)")
+    parser.add_argument("--families", default=None, metavar="LIST",
+                        help="comma-separated families to draw in equal shares (default all: "
+                             "fourier,square,exponential,gaussian,yukawa,steps; repeat a name to "
+                             "double its share)")
+    parser.add_argument("--depth-min", type=float, default=1e-3, metavar="D",
+                        help="smallest depth max|U| in units of 1/R^2 (default 1e-3)")
+    parser.add_argument("--depth-max", type=float, default=1e2, metavar="D",
+                        help="largest depth max|U| in units of 1/R^2 (default 100; a constant "
+                             "well binds at pi^2/4 = 2.47)")
+    parser.add_argument("--repulsive", action="store_true",
+                        help="also draw repulsive parts (barriers, sign-changing profiles)")
+    parser.add_argument("--allow-bound", action="store_true",
+                        help="keep potentials with bound states (default: shallow ones only)")
+    parser.add_argument("--a-max", type=float, default=10.0, metavar="A",
+                        help="reject |a| > A * R, i.e. potentials near a zero-energy threshold "
+                             "(default 10; 0 or a negative value disables the cut)")
+    parser.add_argument("--order", type=int, default=3, metavar="K",
+                        help="highest Born term a_K to store (default 3)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (it is shown on stderr only when that is a terminal)")
+
+
+def _run_dataset(args: argparse.Namespace) -> int:
+    from .dataset import write_dataset
+
+    families = args.families
+    if families is not None:
+        families = [f.strip() for f in families.split(",") if f.strip()]
+    a_max = args.a_max if args.a_max > 0 else None
+    start = time.perf_counter()
+    path = write_dataset(
+        args.out, args.size, grid=args.grid, R=args.R, seed=args.seed, families=families,
+        depth_range=(args.depth_min, args.depth_max), repulsive=args.repulsive,
+        shallow=not args.allow_bound, a_max=a_max, order=args.order,
+        progress=not args.no_progress)
+    print(f"wrote {path}: {args.size} potentials x {args.grid} steps, exact a and Born terms "
+          f"a_1..a_{args.order} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+# (name, one-line summary, long description, add_arguments, run)
+_SUBCOMMANDS = (
+    ("dataset", "write a labelled data set (potentials, exact a, Born terms) to an .npz file",
+     _DATASET_DESCRIPTION, _add_dataset_arguments, _run_dataset),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the `born` subcommands to `parser` (the `feynmlp born` subparser)."""
+    sub = parser.add_subparsers(dest="born_command", metavar="SUBCOMMAND")
+    for name, summary, description, add, runner in _SUBCOMMANDS:
+        cmd = sub.add_parser(name, help=summary, description=description,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        add(cmd)
+        cmd.set_defaults(_born_run=runner)
+    parser.set_defaults(_born_parser=parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the chosen `born` subcommand; without one, print the help and return 2."""
+    runner = getattr(args, "_born_run", None)
+    if runner is None:
+        args._born_parser.print_help(sys.stderr)
+        return 2
+    return int(runner(args) or 0)

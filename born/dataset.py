@@ -1,0 +1,247 @@
+"""Labelled data sets of step potentials: exact scattering lengths and Born terms, as .npz files.
+
+In: the ensemble's arguments (size, grid N, range R, seed, families, depth range, filters; see
+`feynmlp.born.potentials`) and the highest Born order. Out: `make_dataset` returns
+(arrays, metadata); `write_dataset` stores them in one .npz file, atomically; `load_dataset`
+reads such a file back with `np.load(allow_pickle=False)`.
+
+Arrays in the file:
+    U          float64 (size, N)    step values, hbar = 2 mu = 1, U[:, n] on [n R/N, (n+1) R/N)
+    a          float64 (size,)      exact scattering length (same length unit as R)
+    born       float64 (size, K)    Born terms: born[:, k-1] = a_k, of degree k in U
+    family     str     (size,)      the ensemble family each row was drawn from
+    metadata_json uint8 (bytes,)    UTF-8 JSON: grid, R, seed, distribution, version, ...
+Only plain arrays are written (no pickled objects), so files are safe to load from anyone.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+from feynmlp.errors import FeynmlpError
+
+from ._checks import check_positive_int
+from .born_series import born_terms
+from .potentials import DEFAULT_A_MAX, DISTRIBUTION, FAMILIES, check_sampling_arguments, sample_potentials_with_a
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "make_dataset", "write_dataset", "save_dataset", "load_dataset"]
+
+FORMAT = "feynmlp.born.dataset"
+FORMAT_VERSION = 1
+_ARRAYS = ("U", "a", "born", "family")
+_LABEL_CHUNK = 8192  # rows per progress-bar update while computing Born terms
+
+_ARRAY_DOCS = {
+    "U": "step values U_n (hbar = 2 mu = 1, inverse length squared), shape (size, grid); "
+         "U[:, n] is the value on [n R/grid, (n+1) R/grid), zero for r >= R",
+    "a": "exact S-wave scattering length, shape (size,), length unit of R; a < 0 for weak attraction",
+    "born": "Born terms, shape (size, order): born[:, k-1] = a_k, homogeneous of degree k in U",
+    "family": "ensemble family of each row (see distribution)",
+}
+
+
+def _version() -> str:
+    from feynmlp import __version__
+    return __version__
+
+
+def make_dataset(size, grid=64, R=1.0, seed=0, families=None, depth_range=None, repulsive=False,
+                 shallow=True, a_max=DEFAULT_A_MAX, order=3, progress=False):
+    """Draw `size` potentials and label them with a and the Born terms a_1 .. a_order.
+
+    Args:
+        size, grid, R, seed, families, depth_range, repulsive, shallow, a_max: as in
+            `feynmlp.born.potentials.sample_potentials` (grid is the number of steps N).
+        order: highest Born term (default 3).
+        progress: show a tqdm progress bar on stderr (only when stderr is a terminal).
+
+    Returns:
+        (arrays, metadata): arrays is a dict with U, a, born, family (see the module
+        docstring); metadata is a JSON-serialisable dict (grid, R, seed, the distribution,
+        the feynmlp version, ...).
+
+    Raises:
+        FeynmlpError: a bad argument (checked before any work is done).
+    """
+    size, grid, R, seed, weights, depth_range, a_max = check_sampling_arguments(
+        size, grid, R, seed, families, depth_range, a_max)
+    order = check_positive_int(order, "order (the highest Born term)")
+    bar = _progress_bar(progress, total=2 * size)
+    try:
+        U, labels, a = sample_potentials_with_a(
+            size, grid, R, seed, weights, depth_range, repulsive, shallow, a_max,
+            _progress=bar.update)
+        born = np.empty((size, order))
+        for start in range(0, size, _LABEL_CHUNK):
+            stop = min(start + _LABEL_CHUNK, size)
+            born[start:stop] = born_terms(U[start:stop], order, R)
+            bar.update(stop - start)
+    finally:
+        bar.close()
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "feynmlp_version": _version(),
+        "size": size,
+        "grid": grid,
+        "R": R,
+        "seed": seed,
+        "order": order,
+        "families": weights,
+        "family_descriptions": {f: FAMILIES[f][1] for f in weights},
+        "depth_range": list(depth_range),
+        "depth_range_unit": "max_n |U_n| in units of 1/R^2 (yukawa: |U(b)|)",
+        "repulsive": bool(repulsive),
+        "shallow": bool(shallow),
+        "a_max": a_max,
+        "a_max_unit": "R",
+        "distribution": DISTRIBUTION,
+        "units": "hbar = 2 mu = 1: U = 2 mu V / hbar^2 in 1/length^2; R and a in one length unit",
+        "arrays": {k: _ARRAY_DOCS[k] for k in _ARRAYS},
+    }
+    return {"U": U, "a": a, "born": born, "family": labels}, metadata
+
+
+def _progress_bar(enabled: bool, total: int):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+    # disable=None: tqdm turns itself off when stderr is not a terminal (logs stay clean).
+    return tqdm(total=total, unit="row", file=sys.stderr, disable=None,
+                desc="sample, then label", leave=False)
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def close(self):
+        pass
+
+
+def check_output_path(out) -> str:
+    """The absolute path `out`, after checking it ends in .npz and its folder is writable."""
+    if not isinstance(out, (str, os.PathLike)):
+        raise FeynmlpError(f"the output path must be a string, got {out!r}")
+    path = os.path.abspath(os.fspath(out))
+    if not path.endswith(".npz"):
+        raise FeynmlpError(
+            f"the output file {os.fspath(out)!r} must end in .npz (NumPy's archive format); "
+            f"use e.g. {os.path.splitext(os.fspath(out))[0] or 'data'}.npz")
+    if os.path.isdir(path):
+        raise FeynmlpError(f"the output path {path!r} is a folder; give a file name ending in .npz")
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        raise FeynmlpError(
+            f"the output folder {folder!r} does not exist; create it first (mkdir -p) or choose "
+            "another output path")
+    # Probe with a real file: os.access says yes to root even on read-only file systems.
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".feynmlp-probe-", suffix=".tmp")
+    except OSError as exc:
+        raise FeynmlpError(
+            f"cannot write to the output folder {folder!r} ({exc.strerror}); choose a writable "
+            "folder") from None
+    os.close(fd)
+    os.remove(probe)
+    return path
+
+
+def save_dataset(path, arrays: dict, metadata: dict) -> str:
+    """Write arrays and metadata to `path` (.npz) atomically; returns the absolute path.
+
+    The file is written to a temporary file in the same folder and moved into place with
+    os.replace, so a reader never sees half a file; on any failure (a full disk included) the
+    temporary file is removed and nothing is left behind.
+    """
+    path = check_output_path(path)
+    payload = {k: np.ascontiguousarray(arrays[k]) for k in _ARRAYS}
+    for name, value in payload.items():
+        if value.dtype == object:
+            raise FeynmlpError(f"array {name!r} has dtype object, which only pickle can store; "
+                               "convert it to a numeric or str dtype")
+    payload["metadata_json"] = np.frombuffer(
+        json.dumps(metadata, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+    folder, name = os.path.split(path)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        # mkstemp creates the file 0600; give it the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            hint = ("the disk is full; free some space or write elsewhere"
+                    if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "check the folder and try again")
+            raise FeynmlpError(f"could not write {path!r}: {exc.strerror or exc}; {hint}") from None
+        raise
+    return path
+
+
+def write_dataset(out, size, grid=64, R=1.0, seed=0, families=None, depth_range=None,
+                  repulsive=False, shallow=True, a_max=DEFAULT_A_MAX, order=3, progress=False):
+    """`make_dataset` then `save_dataset` to `out`; every argument is checked before any work.
+
+    Returns:
+        The absolute path written.
+    """
+    check_sampling_arguments(size, grid, R, seed, families, depth_range, a_max)
+    check_positive_int(order, "order (the highest Born term)")
+    check_output_path(out)
+    arrays, metadata = make_dataset(size, grid, R, seed, families, depth_range, repulsive, shallow,
+                                    a_max, order, progress)
+    return save_dataset(out, arrays, metadata)
+
+
+def load_dataset(path):
+    """Read a data set written by `write_dataset` (without pickle).
+
+    Returns:
+        (arrays, metadata): arrays a dict with U, a, born, family (NumPy arrays); metadata
+        the dict stored with them.
+
+    Raises:
+        FeynmlpError: the file is missing, not an .npz archive, or not a feynmlp data set.
+    """
+    path = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            names = set(npz.files)
+            missing = [k for k in _ARRAYS + ("metadata_json",) if k not in names]
+            if missing:
+                raise FeynmlpError(
+                    f"{path!r} is not a feynmlp Born data set (missing arrays {missing}); write one "
+                    "with `feynmlp born dataset`")
+            arrays = {k: npz[k] for k in _ARRAYS}
+            raw = npz["metadata_json"]
+    except FileNotFoundError:
+        raise FeynmlpError(f"data set {path!r} does not exist; check the path") from None
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, FeynmlpError):
+            raise
+        raise FeynmlpError(f"cannot read {path!r} as an .npz data set ({exc})") from None
+    try:
+        metadata = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FeynmlpError(f"the metadata of {path!r} is damaged ({exc}); regenerate the file") from None
+    if metadata.get("format") != FORMAT:
+        raise FeynmlpError(f"{path!r} has format {metadata.get('format')!r}, expected {FORMAT!r}")
+    if metadata.get("format_version", 0) > FORMAT_VERSION:
+        raise FeynmlpError(
+            f"{path!r} has data set format version {metadata['format_version']}, newer than this "
+            f"feynmlp ({FORMAT_VERSION}); upgrade feynmlp")
+    return arrays, metadata
