@@ -84,7 +84,13 @@ def _born_block(z: np.ndarray, order: int) -> np.ndarray:
             poly[1:] = integrand * inv[k - 1] * u
             polys.append(poly)
         for k in range(order):
-            values[k] = polys[k].sum(axis=0)  # alpha_k at tau = 1
+            # alpha_k at tau = 1. Summed in a fixed order rather than with .sum(axis=0), whose
+            # order (and so the last bit) depends on the number of rows: a row's Born terms
+            # must not depend on which other rows share its block.
+            acc = polys[k][0].copy()
+            for row in polys[k][1:]:
+                acc += row
+            values[k] = acc
     return values.T
 
 
