@@ -44,6 +44,10 @@ its Born terms a_1 .. a_K (exact, closed form), then write one .npz file:
   grid, R, seed, distribution, feynmlp version, ...).
 Load it with feynmlp.born.load_dataset(path), or with np.load(path, allow_pickle=False).
 
+Conventions: hbar = 2 mu = 1, so U = 2 mu V / hbar^2 (1/length^2); R and a share one length
+unit (fm with U in fm^-2 = 2 mu V / (hbar c)^2). U[:, n] is the value on [n R/N, (n+1) R/N),
+zero beyond R; U < 0 attracts, and a weak attraction gives a < 0. See `feynmlp born --help`.
+
 Distribution: U = -depth * shape with the shape normalised to max |shape| = 1, so the depth is
 max_n |U_n|; depth is log-uniform in [--depth-min, --depth-max] / R^2 (potentials near U = 0
 and strong ones are equally represented). Draws with a bound state (unless --allow-bound) or
