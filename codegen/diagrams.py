@@ -133,7 +133,7 @@ class Tree:
 
     @property
     def shape(self) -> str:
-        """The unlabelled shape, printed with '*' for each leaf, e.g. "((*,*),*)"."""
+        """The unlabelled shape in drawing order, '*' for each leaf, e.g. "((*,*),*)"."""
         return _shape_str(self.shape_key)
 
     def automorphisms(self) -> int:
@@ -215,7 +215,8 @@ def _shape_leaves(key: tuple) -> int:
 def _shape_str(key: tuple) -> str:
     if not key:
         return "*"
-    return "(" + ",".join(_shape_str(c) for c in key) + ")"
+    # drawing order: larger subtrees first
+    return "(" + ",".join(_shape_str(c) for c in reversed(key)) + ")"
 
 
 @functools.lru_cache(maxsize=None)

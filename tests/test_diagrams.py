@@ -80,7 +80,7 @@ def test_str_and_structure_of_a_tree():
     assert str(t) == "((1,3),2)"
     assert t.valence == 2
     assert [str(v) for v in t.internal_nodes] == ["(1,3)", "((1,3),2)"]
-    assert t.shape == "(*,(*,*))"
+    assert t.shape == "((*,*),*)"
     assert t in trees(3)
 
 
