@@ -1,0 +1,507 @@
+"""The network feynmlp expands: a multilayer perceptron held as plain float64 arrays.
+
+In: weight matrices W(l) of shape (n_l, n_{l-1}) (as torch.nn.Linear stores them), bias
+vectors b(l), and the activations (built-in names, or SymPy expressions in one symbol for a
+custom activation); or a torch.nn.Sequential via `MLP.from_torch`; or a file via `MLP.load`.
+Out: an `MLP` that validates all of it once, exposes the architecture (`layer_sizes`,
+`hidden_activations`, `output_activation`, ...) to the Taylor-coefficient code, and evaluates
+the network with NumPy (`mlp(x)`) so that results can be checked against a plain forward pass.
+
+The network is the one of DESIGN.md section 1:
+
+    z(1) = W(1) x + b(1),   a(l) = s_l(z(l)),   z(l+1) = W(l+1) a(l) + b(l+1),   f(x) = z(L)
+
+optionally followed by one output activation. This module never imports SymPy or torch at
+import time: a SymPy expression is recognised only when the caller has already imported SymPy,
+and torch is imported inside `from_torch`.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .activation_names import RELU_LIKE, canonical_name, check_order_supported
+from .errors import FeynmlpError, UnsupportedActivationError
+
+__all__ = ["MLP"]
+
+
+# ----------------------------------------------------------------------------------------
+# NumPy forward functions of the built-in activations.
+# ----------------------------------------------------------------------------------------
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    # Written through exp(-|z|) so that neither branch overflows for large |z|.
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _softplus(z: np.ndarray) -> np.ndarray:
+    # log(1 + e^z) without overflow; the exact function, not torch's linearisation above 20.
+    return np.logaddexp(0.0, z)
+
+
+def _gelu(z: np.ndarray) -> np.ndarray:
+    # scipy is a hard dependency (Numba's BLAS); imported here so `import feynmlp` stays light.
+    from scipy.special import erf
+    return 0.5 * z * (1.0 + erf(z / math.sqrt(2.0)))
+
+
+_NUMPY_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "tanh": np.tanh,
+    "sigmoid": _sigmoid,
+    "softplus": _softplus,
+    "silu": lambda z: z * _sigmoid(z),
+    "gelu": _gelu,
+    "sin": np.sin,
+    "cos": np.cos,
+    "exp": np.exp,
+    "identity": lambda z: z,
+    "relu": lambda z: np.maximum(z, 0.0),
+    "leaky_relu": lambda z: np.where(z > 0, z, 0.01 * z),  # torch's default negative_slope
+    "hardtanh": lambda z: np.clip(z, -1.0, 1.0),
+    "relu6": lambda z: np.clip(z, 0.0, 6.0),
+}
+
+
+# ----------------------------------------------------------------------------------------
+# Recognising and checking activations.
+# ----------------------------------------------------------------------------------------
+
+def _is_sympy_object(obj: Any) -> bool:
+    """True for any SymPy object, without importing SymPy when the caller has not."""
+    # A SymPy object cannot exist unless SymPy is already imported, so this check never is
+    # the import that pulls SymPy into a runtime-only process.
+    if "sympy" not in sys.modules:
+        return False
+    import sympy
+    return isinstance(obj, sympy.Basic)
+
+
+def _check_custom_expression(expr: Any, where: str) -> Any:
+    """Validate a SymPy activation; returns it unchanged."""
+    import sympy
+    from sympy.core.function import AppliedUndef
+
+    if not isinstance(expr, sympy.Expr):
+        raise UnsupportedActivationError(
+            f"{where}: a custom activation must be a SymPy expression (sympy.Expr), got the "
+            f"{type(expr).__name__} {expr!r}; write it as an expression in one symbol, e.g. x*tanh(x)")
+    symbols = sorted(expr.free_symbols, key=lambda s: s.name)
+    if len(symbols) != 1:
+        found = ", ".join(s.name for s in symbols) or "none"
+        raise UnsupportedActivationError(
+            f"{where}: a custom activation must have exactly one free symbol (its input), but "
+            f"{expr} has {len(symbols)} ({found}); substitute numbers for the other symbols")
+    undefined = sorted(str(f) for f in expr.atoms(AppliedUndef))
+    if undefined:
+        raise UnsupportedActivationError(
+            f"{where}: custom activation {expr} uses undefined function(s) {', '.join(undefined)}; "
+            "write it with known functions only (exp, log, tanh, erf, ...)")
+    if expr.has(sympy.nan, sympy.zoo, sympy.oo, -sympy.oo):
+        raise UnsupportedActivationError(
+            f"{where}: custom activation {expr} contains an infinite or undefined constant; "
+            "fix the expression (a division by zero?)")
+    if expr.has(sympy.I):
+        raise UnsupportedActivationError(
+            f"{where}: custom activation {expr} contains the imaginary unit I; feynmlp expands real "
+            "networks only")
+    return expr
+
+
+def _normalise_one(value: Any, where: str) -> Any:
+    """A canonical built-in name, or a validated SymPy expression."""
+    if isinstance(value, str):
+        return canonical_name(value)
+    if _is_sympy_object(value):
+        return _check_custom_expression(value, where)
+    raise UnsupportedActivationError(
+        f"{where}: an activation must be a built-in name such as 'tanh' or a SymPy expression in "
+        f"one symbol, got the {type(value).__name__} {value!r}")
+
+
+def _describe(activation: Any) -> str:
+    return activation if isinstance(activation, str) else str(activation)
+
+
+def _as_float64_array(value: Any, what: str) -> np.ndarray:
+    """A contiguous float64 copy of `value`, refusing what float64 cannot hold faithfully."""
+    # Accept torch tensors without importing torch: they may require grad or live on a GPU.
+    if hasattr(value, "detach") and hasattr(value, "cpu") and hasattr(value, "numpy"):
+        value = value.detach().cpu().numpy()
+    try:
+        array = np.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        raise FeynmlpError(f"{what} cannot be read as an array ({exc}); pass a NumPy array") from exc
+    if array.dtype.kind in "cOSUVMm":
+        raise FeynmlpError(
+            f"{what} has dtype {array.dtype}; weights and biases must be real numbers "
+            "(float or int arrays); convert them with np.asarray(..., dtype=np.float64)")
+    return np.array(array, dtype=np.float64, order="C", copy=True)
+
+
+# ----------------------------------------------------------------------------------------
+# The network.
+# ----------------------------------------------------------------------------------------
+
+class MLP:
+    """A validated multilayer perceptron with float64 storage.
+
+    Args:
+        weights: L >= 1 matrices; weights[l] has shape (n_{l+1}, n_l), as torch.nn.Linear
+            stores them. Any array-like of real numbers (also torch tensors); copied to
+            contiguous float64.
+        biases: L vectors; biases[l] has length n_{l+1}. An entry None (or biases=None) means
+            a zero bias.
+        activation: the hidden-layer activation: one built-in name for every hidden layer
+            ("tanh", "sigmoid", "softplus", "silu", "gelu", "sin", "cos", "exp", "identity",
+            aliases such as "swish"; the ReLU-like names are accepted for first order only),
+            a SymPy expression in exactly one symbol for a custom activation, or a list with
+            one of those per hidden layer (names and expressions may be mixed).
+        output_activation: None (a linear output) or a built-in name applied to z(L).
+            "identity" is stored as None.
+
+    Attributes:
+        weights, biases: lists of contiguous float64 arrays (copies of the input).
+        activation: the `activation` argument exactly as given (a list is copied).
+        hidden_activations: one entry per hidden layer: a canonical built-in name, or the
+            SymPy expression.
+        output_activation: None or a canonical built-in name.
+        layer_sizes: (n_0, n_1, ..., n_L).
+        n_inputs, n_outputs: n_0 and n_L.
+        depth: the number of hidden layers, L - 1.
+        record: a free-form dict saved with the model (hyper-parameters, provenance); empty
+            unless set by the caller or read back by `load`.
+
+    Raises:
+        FeynmlpError: inconsistent shapes, non-finite entries, or unusable arrays.
+        UnsupportedActivationError: unknown activation names, malformed custom expressions, or
+            a list of activations of the wrong length.
+    """
+
+    def __init__(self, weights: Sequence[Any], biases: Sequence[Any] | None,
+                 activation: Any = "tanh", output_activation: str | None = None):
+        if isinstance(weights, np.ndarray) or not isinstance(weights, (list, tuple)):
+            raise FeynmlpError(
+                f"weights must be a list with one matrix per layer, got a {type(weights).__name__}; "
+                "for a single layer pass [W]")
+        if len(weights) == 0:
+            raise FeynmlpError("weights is empty; an MLP needs at least one layer (L >= 1)")
+        n_layers = len(weights)
+        if biases is None:
+            biases = [None] * n_layers
+        if isinstance(biases, np.ndarray) or not isinstance(biases, (list, tuple)):
+            raise FeynmlpError(
+                f"biases must be a list with one vector per layer (or None for zero biases), got a "
+                f"{type(biases).__name__}")
+        if len(biases) != n_layers:
+            raise FeynmlpError(
+                f"got {n_layers} weight matrices but {len(biases)} bias vectors; pass one bias "
+                "per layer (None for a zero bias)")
+
+        self.weights: list[np.ndarray] = []
+        self.biases: list[np.ndarray] = []
+        sizes: list[int] = []
+        for index, (w, b) in enumerate(zip(weights, biases)):
+            w = _as_float64_array(w, f"layer {index} weight")
+            if w.ndim != 2:
+                raise FeynmlpError(
+                    f"layer {index} weight has shape {w.shape} ({w.ndim}-D); each weight must be a "
+                    "2-D matrix of shape (n_out, n_in), as torch.nn.Linear stores it")
+            if 0 in w.shape:
+                raise FeynmlpError(
+                    f"layer {index} weight has shape {w.shape}; every layer needs at least one "
+                    "input and one output")
+            if index == 0:
+                sizes.append(w.shape[1])
+            elif w.shape[1] != sizes[-1]:
+                raise FeynmlpError(
+                    f"layer {index} weight has shape {w.shape}, so it expects {w.shape[1]} inputs, "
+                    f"but layer {index - 1} weight has shape {self.weights[-1].shape} and outputs "
+                    f"{sizes[-1]}; each weight must be (n_out, n_in) with n_in equal to the "
+                    "previous layer's n_out")
+            if b is None:
+                b = np.zeros(w.shape[0])
+            b = _as_float64_array(b, f"layer {index} bias")
+            if b.shape != (w.shape[0],):
+                raise FeynmlpError(
+                    f"layer {index} bias has shape {b.shape} but its weight has shape {w.shape}; "
+                    f"the bias must be a vector of length {w.shape[0]}")
+            for name, array in (("weight", w), ("bias", b)):
+                bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+                if bad:
+                    raise FeynmlpError(
+                        f"layer {index} {name} has {bad} non-finite entr{'y' if bad == 1 else 'ies'} "
+                        f"(NaN or infinite) out of {array.size}; the network must be finite "
+                        "(did training diverge?)")
+            self.weights.append(w)
+            self.biases.append(b)
+            sizes.append(w.shape[0])
+
+        self.layer_sizes: tuple[int, ...] = tuple(int(n) for n in sizes)
+        self.depth: int = n_layers - 1
+        self.n_inputs: int = self.layer_sizes[0]
+        self.n_outputs: int = self.layer_sizes[-1]
+
+        self.activation = list(activation) if isinstance(activation, list) else activation
+        self.hidden_activations: list[Any] = self._hidden_activations(activation)
+        self.output_activation: str | None = None
+        if output_activation is not None:
+            if not isinstance(output_activation, str):
+                raise UnsupportedActivationError(
+                    f"output_activation must be None or a built-in name such as 'sigmoid', got "
+                    f"the {type(output_activation).__name__} {output_activation!r}")
+            name = canonical_name(output_activation)
+            self.output_activation = None if name == "identity" else name
+        self.record: dict[str, Any] = {}
+        self._custom_functions: dict[int, Callable[[np.ndarray], np.ndarray]] = {}
+
+    def _hidden_activations(self, activation: Any) -> list[Any]:
+        if isinstance(activation, (list, tuple)):
+            if len(activation) != self.depth:
+                raise UnsupportedActivationError(
+                    f"got {len(activation)} activations {[_describe(a) for a in activation]} for "
+                    f"{self.depth} hidden layer(s) (layer sizes {self.layer_sizes}); pass one "
+                    "activation per hidden layer, or a single name for all of them")
+            return [_normalise_one(a, f"activation of hidden layer {i + 1}")
+                    for i, a in enumerate(activation)]
+        single = _normalise_one(activation, "activation")
+        return [single] * self.depth
+
+    # ------------------------------------------------------------------------------------
+    # Construction from other representations.
+    # ------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_torch(cls, module: Any) -> "MLP":
+        """Build an MLP from a torch.nn.Sequential of Linear layers and activations.
+
+        Nested Sequentials are flattened. The model is read as in evaluation mode: Dropout
+        (and AlphaDropout) layers are skipped, as are Identity and the default Flatten
+        (start_dim=1, which leaves a (batch, n) input unchanged). Weights are copied to
+        float64; a Linear without bias gets a zero bias.
+
+        Activations: Tanh, Sigmoid, SiLU, GELU(approximate='none'), Softplus(beta=1) and the
+        ReLU-like ReLU, LeakyReLU(negative_slope=0.01), Hardtanh(-1, 1) and ReLU6 (these have
+        Taylor coefficients of first order only). torch's Softplus returns x itself where
+        x > threshold (default 20); feynmlp uses the exact log(1 + e^x), which differs there
+        by log(1 + e^-x) < 2.1e-9, so thresholds below 20 are refused. Module types are matched
+        exactly, so a subclass with its own forward is refused rather than misread.
+
+        Layout: Linear layers with at most one activation between two of them. Two Linear
+        layers with nothing between them get the "identity" hidden activation: the weights
+        stay exactly torch's (no matrix is multiplied out) and the network computes the same
+        function. An activation after the last Linear becomes `output_activation`. Anything
+        else (an activation before the first Linear, two activations in a row, Conv, norm
+        layers, custom modules) is refused with the index and repr of the offending layer.
+
+        Raises:
+            FeynmlpError: the module is not a supported Sequential.
+            UnsupportedActivationError: an activation module with unsupported settings.
+        """
+        import torch
+        from torch import nn
+
+        if isinstance(module, nn.Linear):
+            module = nn.Sequential(module)
+        if not isinstance(module, nn.Sequential):
+            raise FeynmlpError(
+                f"from_torch expects a torch.nn.Sequential of Linear layers and activations, got "
+                f"{type(module).__name__}: {module!r}; wrap the layers in nn.Sequential")
+
+        layers: list[tuple[str, Any]] = []
+
+        def flatten(seq: Any, prefix: str) -> None:
+            for name, child in seq.named_children():
+                path = f"{prefix}{name}"
+                if isinstance(child, nn.Sequential):
+                    flatten(child, path + ".")
+                else:
+                    layers.append((path, child))
+
+        flatten(module, "")
+
+        def where(path: str, child: Any) -> str:
+            return f"layer {path} ({child!r})"
+
+        weights: list[np.ndarray] = []
+        biases: list[np.ndarray] = []
+        hidden: list[str] = []
+        pending: tuple[str, Any, str] | None = None  # activation seen after the latest Linear
+        for path, child in layers:
+            kind = type(child)
+            if kind in (nn.Identity, nn.Dropout, nn.AlphaDropout):
+                continue
+            if kind is nn.Flatten:
+                if child.start_dim == 1 and child.end_dim == -1:
+                    continue
+                raise FeynmlpError(
+                    f"{where(path, child)}: only Flatten(start_dim=1, end_dim=-1) is supported (it "
+                    "leaves a (batch, n) input unchanged); remove this layer or flatten the input "
+                    "before the network")
+            if kind is nn.Linear:
+                if getattr(child.weight, "is_meta", False) or isinstance(
+                        child.weight, nn.parameter.UninitializedParameter):
+                    raise FeynmlpError(
+                        f"{where(path, child)} has no materialised weights; run the model once or "
+                        "load its state dict first")
+                if child.weight.is_complex():
+                    raise FeynmlpError(
+                        f"{where(path, child)} has complex weights ({child.weight.dtype}); feynmlp "
+                        "expands real networks only")
+                w = child.weight.detach().to(device="cpu", dtype=torch.float64).numpy()
+                if weights and w.shape[1] != weights[-1].shape[0]:
+                    raise FeynmlpError(
+                        f"{where(path, child)} expects {w.shape[1]} inputs but the previous Linear "
+                        f"outputs {weights[-1].shape[0]}; the Sequential would fail in torch too")
+                if weights:
+                    hidden.append(pending[2] if pending is not None else "identity")
+                pending = None
+                weights.append(w.copy())
+                if child.bias is None:
+                    biases.append(np.zeros(w.shape[0]))
+                else:
+                    biases.append(child.bias.detach().to(device="cpu", dtype=torch.float64).numpy().copy())
+                continue
+            name = _torch_activation_name(child, where(path, child))
+            if not weights:
+                raise FeynmlpError(
+                    f"{where(path, child)} comes before the first Linear layer; feynmlp's network "
+                    "starts with an affine map W(1) x + b(1), so apply this function to the inputs "
+                    "before calling the network")
+            if pending is not None:
+                raise FeynmlpError(
+                    f"{where(path, child)} directly follows the activation at {where(pending[0], pending[1])}; "
+                    "feynmlp allows at most one activation between two Linear layers (write their "
+                    "composition as one custom SymPy activation with MLP(...) instead)")
+            pending = (path, child, name)
+
+        if not weights:
+            raise FeynmlpError(
+                f"the Sequential {module!r} contains no Linear layer; an MLP needs at least one")
+        output = pending[2] if pending is not None else None
+        return cls(weights, biases, activation=list(hidden), output_activation=output)
+
+    @classmethod
+    def load(cls, path: Any) -> "MLP":
+        """Read an MLP written by `save` (see `feynmlp.model_io.load`)."""
+        from .model_io import load
+        return load(path)
+
+    def save(self, path: Any, record: dict | None = None) -> None:
+        """Write this MLP to a .safetensors or .npz file (see `feynmlp.model_io.save`)."""
+        from .model_io import save
+        save(self, path, record=record)
+
+    # ------------------------------------------------------------------------------------
+    # Evaluation and inspection.
+    # ------------------------------------------------------------------------------------
+
+    def check_order_supported(self, order: int) -> None:
+        """Refuse an expansion order that a ReLU-like activation of this network cannot give."""
+        for name in self.hidden_activations + [self.output_activation]:
+            if isinstance(name, str):
+                check_order_supported(name, order)
+
+    @property
+    def is_relu_like(self) -> bool:
+        """True when some activation is piecewise linear (first-order coefficients only)."""
+        return any(isinstance(a, str) and a in RELU_LIKE
+                   for a in self.hidden_activations + [self.output_activation])
+
+    def _activation_function(self, layer: int, activation: Any) -> Callable[[np.ndarray], np.ndarray]:
+        if isinstance(activation, str):
+            return _NUMPY_ACTIVATIONS[activation]
+        function = self._custom_functions.get(layer)
+        if function is None:
+            import sympy
+            (symbol,) = activation.free_symbols
+            try:
+                compiled = sympy.lambdify(symbol, activation, modules=["scipy", "numpy"])
+            except Exception as exc:
+                raise UnsupportedActivationError(
+                    f"custom activation {activation} of hidden layer {layer} cannot be evaluated "
+                    f"numerically ({exc}); write it with elementary functions") from exc
+
+            def function(z: np.ndarray, _compiled=compiled) -> np.ndarray:
+                return np.broadcast_to(np.asarray(_compiled(z), dtype=np.float64), z.shape)
+
+            self._custom_functions[layer] = function
+        return function
+
+    def __call__(self, x: Any) -> np.ndarray:
+        """The network's output for one input (n_inputs,) or a batch (batch, n_inputs).
+
+        Returns a float64 array of shape (n_outputs,) or (batch, n_outputs).
+        """
+        if hasattr(x, "detach") and hasattr(x, "cpu") and hasattr(x, "numpy"):
+            x = x.detach().cpu().numpy()
+        x = np.asarray(x)
+        if x.dtype.kind in "cOSUVMm":
+            raise FeynmlpError(f"input has dtype {x.dtype}; pass real numbers")
+        x = x.astype(np.float64, copy=False)
+        if x.ndim not in (1, 2) or x.shape[-1] != self.n_inputs:
+            raise FeynmlpError(
+                f"input has shape {x.shape}; this MLP takes ({self.n_inputs},) or "
+                f"(batch, {self.n_inputs})")
+        z = x @ self.weights[0].T + self.biases[0]
+        for layer in range(1, self.depth + 1):
+            a = self._activation_function(layer, self.hidden_activations[layer - 1])(z)
+            z = a @ self.weights[layer].T + self.biases[layer]
+        if self.output_activation is not None:
+            z = _NUMPY_ACTIVATIONS[self.output_activation](z)
+        return z
+
+    def __repr__(self) -> str:
+        hidden = "[" + ", ".join(repr(_describe(a)) for a in self.hidden_activations) + "]"
+        return (f"MLP(layer_sizes={self.layer_sizes}, hidden_activations={hidden}, "
+                f"output_activation={self.output_activation!r})")
+
+
+def _torch_activation_name(child: Any, where: str) -> str:
+    """The built-in name of a supported torch activation module, or a clear refusal."""
+    from torch import nn
+
+    kind = type(child)
+    simple = {nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.SiLU: "silu", nn.ReLU: "relu",
+              nn.ReLU6: "relu6"}
+    if kind in simple:
+        return simple[kind]
+    if kind is nn.Softplus:
+        if child.beta != 1:
+            raise UnsupportedActivationError(
+                f"{where}: Softplus with beta={child.beta} is not supported, only beta=1; rescale "
+                "the neighbouring weights (softplus(beta*z)/beta) or use a custom SymPy activation "
+                "log(1 + exp(beta*x))/beta with MLP(...)")
+        if child.threshold < 20:
+            raise UnsupportedActivationError(
+                f"{where}: Softplus with threshold={child.threshold} linearises where x > "
+                f"{child.threshold}, which differs from log(1 + e^x) by up to "
+                f"{math.log1p(math.exp(-child.threshold)):.2g}; use threshold >= 20 (the default)")
+        return "softplus"
+    if kind is nn.GELU:
+        if child.approximate != "none":
+            raise UnsupportedActivationError(
+                f"{where}: GELU(approximate={child.approximate!r}) is not supported, only the exact "
+                "GELU(approximate='none') = x (1 + erf(x/sqrt(2)))/2; retrain with the exact GELU "
+                "or pass the tanh approximation as a custom SymPy activation with MLP(...)")
+        return "gelu"
+    if kind is nn.LeakyReLU:
+        if child.negative_slope != 0.01:
+            raise UnsupportedActivationError(
+                f"{where}: LeakyReLU(negative_slope={child.negative_slope}) is not supported, only "
+                "the default slope 0.01")
+        return "leaky_relu"
+    if kind is nn.Hardtanh:
+        if child.min_val != -1.0 or child.max_val != 1.0:
+            raise UnsupportedActivationError(
+                f"{where}: Hardtanh(min_val={child.min_val}, max_val={child.max_val}) is not "
+                "supported, only Hardtanh(-1, 1) and ReLU6")
+        return "hardtanh"
+    raise FeynmlpError(
+        f"{where} is not supported; from_torch accepts Linear, Tanh, Sigmoid, Softplus, SiLU, "
+        "GELU, ReLU, LeakyReLU, Hardtanh, ReLU6, Identity, Dropout and Flatten; for other "
+        "architectures build MLP(weights, biases, activation=...) from the arrays yourself")
