@@ -129,7 +129,8 @@ def write_png_grid(entries: Sequence[tuple[Tree, str]], path, title: str = "",
     cols = columns or min(8, max(1, math.ceil(math.sqrt(n))))
     rows = math.ceil(n / cols)
     panel = 2.1
-    fig = Figure(figsize=(cols * panel, rows * panel + (0.6 if title else 0.0)))
+    width = max(cols * panel, 6.0)  # room for the title and the legend
+    fig = Figure(figsize=(width, rows * panel + (0.6 if title else 0.0) + 0.3))
     FigureCanvasAgg(fig)
     if title:
         fig.suptitle(title, fontsize=11)
@@ -137,6 +138,7 @@ def write_png_grid(entries: Sequence[tuple[Tree, str]], path, title: str = "",
     for pos, (tree, caption) in enumerate(entries):
         ax = fig.add_subplot(rows, cols, pos + 1)
         lay = layout(tree)
+        parent_x = {lo: lay.points[hi][0] for lo, hi, _ in lay.edges}
         for lo, hi, kind in lay.edges:
             (x0, y0), (x1, y1) = lay.points[lo], lay.points[hi]
             ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
@@ -146,7 +148,10 @@ def write_png_grid(entries: Sequence[tuple[Tree, str]], path, title: str = "",
             kind = lay.kinds[nm]
             if kind == "vertex":
                 ax.plot([x], [y], "o", color="black", ms=5)
-                ax.text(x + 0.14, y - 0.08, nm, fontsize=7, va="top", ha="left", color="#555555")
+                # the letter goes above the vertex, on the side away from the line to its parent
+                right = parent_x[nm] < x - 1e-9
+                ax.text(x + (0.12 if right else -0.12), y + 0.06, nm, fontsize=7, va="bottom",
+                        ha="left" if right else "right", color="#555555")
             elif kind == "leaf":
                 ax.text(x, y - 0.12, f"$i_{{{nm[1:]}}}$", fontsize=9, ha="center", va="top")
             else:
@@ -156,5 +161,8 @@ def write_png_grid(entries: Sequence[tuple[Tree, str]], path, title: str = "",
         ax.set_ylim(-0.8, lay.height + 0.6)
         ax.set_title(caption, fontsize=8)
         ax.set_axis_off()
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.3 / (rows * panel + 0.9), 1, 1))
+    fig.text(0.5, 0.005, "blue: input propagator   black: internal propagator   "
+             "red: output propagator   dot: vertex (neuron letter)",
+             ha="center", va="bottom", fontsize=8, color="#444444")
     fig.savefig(path, format="png", dpi=dpi)

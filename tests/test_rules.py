@@ -323,3 +323,11 @@ def test_rules_module_imports_light():
 def test_latex_rules_constants_are_consistent():
     assert latex_rules.SHAPE_LISTING_FROM_ORDER == 5
     assert rules.MAX_ORDER == 7
+
+
+def test_output_is_independent_of_hash_seed():
+    code = ("import sys; from feynmlp.codegen.latex_rules import rules_latex, rules_text; "
+            "sys.stdout.write(rules_latex(4, 2, by_shape=True) + rules_text(3, 3, expand_layers=True))")
+    outs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")]
+    assert outs[0] == outs[1] and len(outs[0]) > 1000
