@@ -27,7 +27,8 @@ from feynmlp.errors import FeynmlpError
 
 from ._checks import check_positive_int
 from .born_series import born_terms
-from .potentials import DEFAULT_A_MAX, DISTRIBUTION, FAMILIES, check_sampling_arguments, sample_potentials_with_a
+from .potentials import (DEFAULT_A_MAX, DISTRIBUTION, FAMILIES, check_sampling_arguments,
+                         sample_potentials_with_a)
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "make_dataset", "write_dataset", "save_dataset", "load_dataset"]
 

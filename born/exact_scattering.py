@@ -14,7 +14,17 @@ free of the cancellation in a = R - D_N. The step functions
     C(z) = cos(sqrt(-z)) = cosh(sqrt(z)),  S(z) = sin(sqrt(-z))/sqrt(-z) = sinh(sqrt z)/sqrt z,
     Q(z) = (C - S)/z,   z = U_n Delta^2,
 are entire in z, so attractive, repulsive and zero steps share one formula (no branch jump at
-U_n = 0); near z = 0 they are evaluated from their Taylor series.
+U_n = 0); near z = 0 they are evaluated from their Taylor series. Across a step from r0 to
+r1 = r0 + Delta, (u, u') -> [[C, Delta S], [U Delta S, C]] (u, u'), which for (w, u') reads
+    w1  = (C - U Delta S r1) w0 - U Delta (Delta^2 Q + S r0 r1) u'0
+    u1' = U Delta S w0 + (C + U Delta S r0) u'0.
+This is DESIGN.md's recursion for D = u/u' = r - a written without its poles (D is infinite
+where u' = 0), so potentials with bound states pass through as well.
+
+Bound states (Sturm's oscillation theorem): their number is the number of zeros of u in
+(0, infinity); zeros inside the range are counted step by step from the sign of u (and from
+its phase in steps deep enough to hold several), the line u ~ (r - a) outside adds one iff
+a > R.
 """
 from __future__ import annotations
 
@@ -37,14 +47,16 @@ __all__ = [
 _BLOCK = 8192
 
 # |z| below which C, S, Q come from their Taylor series, in two bands so that the common case
-# of small steps needs few terms: below 2^-6, 7 terms reach full double precision; below 1,
+# of small steps needs few terms: below 1/8, 8 terms reach full double precision; below 1,
 # 13 terms do. Above 1 the closed forms lose at most a factor ~4 to the cancellation in C - S.
+# Which formula an element gets depends on its own z only, so a potential's a does not depend
+# on the other rows it is computed with (bit for bit).
 _SERIES_LIMIT = 1.0
-_SERIES_BANDS = ((2.0 ** -6, 7), (_SERIES_LIMIT, 13))
+_SMALL, _SMALL_TERMS = 0.125, 8
+_MEDIUM_TERMS = 13
 _PI2 = math.pi ** 2
-_C_COEF = np.array([1.0 / math.factorial(2 * j) for j in range(13)])
-_S_COEF = np.array([1.0 / math.factorial(2 * j + 1) for j in range(13)])
-_Q_COEF = np.array([2.0 * j / math.factorial(2 * j + 1) for j in range(1, 14)])
+_C_COEF = np.array([1.0 / math.factorial(2 * j) for j in range(_MEDIUM_TERMS)])
+_Q_COEF = np.array([2.0 * j / math.factorial(2 * j + 1) for j in range(1, _MEDIUM_TERMS + 1)])
 
 
 def _horner(coef: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -56,46 +68,53 @@ def _horner(coef: np.ndarray, z: np.ndarray) -> np.ndarray:
 
 
 def step_functions(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """C(z), S(z), Q(z) of the module docstring, each possibly times one positive factor.
+    """C(z), z S(z), z Q(z) of the module docstring, each possibly times one positive factor.
 
     For z > 1 (strong repulsion) all three are multiplied by exp(-sqrt z) so that cosh and
     sinh cannot overflow; the transfer matrix is linear in (C, S, Q), and only ratios of the
     propagated pair matter, so a common positive factor per step changes nothing.
     """
     z = np.asarray(z, dtype=np.float64)
-    C = np.empty_like(z)
-    S = np.empty_like(z)
-    Q = np.empty_like(z)
-    absz = np.abs(z)
-    lower = 0.0
-    for limit, terms in _SERIES_BANDS:
-        band = (absz >= lower) & (absz < limit)
-        lower = limit
-        if band.all():  # the common case: no gather/scatter
-            C[...] = _horner(_C_COEF[:terms], z)
-            S[...] = _horner(_S_COEF[:terms], z)
-            Q[...] = _horner(_Q_COEF[:terms], z)
-        elif band.any():
-            zs = z[band]
-            C[band] = _horner(_C_COEF[:terms], zs)
-            S[band] = _horner(_S_COEF[:terms], zs)
-            Q[band] = _horner(_Q_COEF[:terms], zs)
-    att = z <= -_SERIES_LIMIT
-    if att.any():
-        za = z[att]
-        x = np.sqrt(-za)
-        c = np.cos(x)
-        s = np.sin(x) / x
-        C[att], S[att], Q[att] = c, s, (c - s) / za
-    rep = z >= _SERIES_LIMIT
-    if rep.any():
-        zr = z[rep]
-        y = np.sqrt(zr)
-        e = np.exp(-2.0 * y)
-        c = 0.5 * (1.0 + e)
-        s = 0.5 * (1.0 - e) / y
-        C[rep], S[rep], Q[rep] = c, s, (c - s) / zr
-    return C, S, Q
+    if z.size == 0 or (-_SMALL < z.min() and z.max() < _SMALL):
+        return _series(z, _SMALL_TERMS)  # the common case: one formula for every element
+    # The small-|z| series on all elements (clipped: the others are overwritten below, and
+    # must not overflow meanwhile), then the few others by gather and scatter.
+    C, zS, zQ = _series(np.clip(z, -_SMALL, _SMALL), _SMALL_TERMS)
+    for select, formula in ((lambda v: (np.abs(v) >= _SMALL) & (np.abs(v) < _SERIES_LIMIT),
+                             lambda v: _series(v, _MEDIUM_TERMS)),
+                            (lambda v: v <= -_SERIES_LIMIT, _attractive_closed_form),
+                            (lambda v: v >= _SERIES_LIMIT, _repulsive_closed_form)):
+        mask = select(z)
+        if mask.any():
+            C[mask], zS[mask], zQ[mask] = formula(z[mask])
+    return C, zS, zQ
+
+
+def _attractive_closed_form(z):
+    x = np.sqrt(-z)
+    c = np.cos(x)
+    s = np.sin(x) / x
+    return c, z * s, c - s
+
+
+def _repulsive_closed_form(z):
+    # cosh and sinh times exp(-sqrt z): no overflow however strong the barrier
+    y = np.sqrt(z)
+    e = np.exp(-2.0 * y)
+    c = 0.5 * (1.0 + e)
+    s = 0.5 * (1.0 - e) / y
+    return c, z * s, c - s
+
+
+def _series(z, terms):
+    """C, z S, z Q from `terms` terms of their Taylor series; S = C - z Q needs no series of its
+    own and does not cancel (C is near 1, z Q near z/3)."""
+    C = _horner(_C_COEF[:terms], z)
+    zQ = _horner(_Q_COEF[:terms], z)
+    zQ *= z
+    zS = C - zQ
+    zS *= z
+    return C, zS, zQ
 
 
 def _solve_block(z: np.ndarray, count_nodes: bool):
@@ -108,12 +127,12 @@ def _solve_block(z: np.ndarray, count_nodes: bool):
     B, N = z.shape
     # Work on the transpose so that each step reads contiguous memory.
     zT = np.ascontiguousarray(z.T)
-    CT, ST, QT = step_functions(zT)
-    zST = zT * ST
-    zQT = zT * QT
+    CT, zST, zQT = step_functions(zT)
     omega = np.zeros(B)
     du = np.ones(B)
     nodes = np.zeros(B, dtype=np.int64) if count_nodes else None
+    negative = np.zeros(B, dtype=bool)  # sign of u at the left edge of the step (u > 0 at r = 0+)
+    deep_steps = count_nodes and bool((zT <= -_PI2).any())
     for n in range(N):
         rho0, rho1 = float(n), float(n + 1)
         c, zs = CT[n], zST[n]
@@ -127,27 +146,31 @@ def _solve_block(z: np.ndarray, count_nodes: bool):
         new_omega /= scale
         new_du /= scale
         if count_nodes:
-            _count_step_nodes(nodes, zT[n], omega + rho0 * du, du, new_omega + rho1 * new_du)
+            new_negative = (new_omega + rho1 * new_du) < 0  # u(r_n) / Delta < 0
+            # Where u > 0 a non-attractive step makes it convex (u'' = U u >= 0), so it has at
+            # most one zero in the step; an attractive step with k Delta = sqrt(-z) < pi spans
+            # less than half an oscillation, so it has at most one too. Then a zero lies in
+            # (r_{n-1}, r_n] iff the sign of u changes. (A zero exactly on a step edge has
+            # probability zero and is not treated specially.)
+            nodes += negative ^ new_negative
+            if deep_steps:
+                _count_deep_step_nodes(nodes, zT[n], omega + rho0 * du, du, negative, new_negative)
+            negative = new_negative
         omega, du = new_omega, new_du
     return omega, du, nodes
 
 
-def _count_step_nodes(nodes, z, u0, du0, u1):
-    """Add the zeros of u in (r_{n-1}, r_n] of one step to `nodes` (u in units of Delta)."""
-    # Where u > 0 a non-attractive step makes it convex (u'' = U u >= 0), so it has at most one
-    # zero in the step; an attractive step with k Delta = sqrt(-z) < pi spans less than half an
-    # oscillation, so it also has at most one. That zero lies in (r_{n-1}, r_n] iff u changes
-    # sign or lands on zero; a zero at r_{n-1} itself belongs to the previous step.
-    nodes += (u0 != 0) & (u0 * u1 <= 0)
+def _count_deep_step_nodes(nodes, z, u0, du0, negative0, negative1):
+    """Correct the sign-change count of one step where it is attractive with sqrt(-z) >= pi."""
     deep = z <= -_PI2
     if deep.any():
-        # Deep attractive step: u = A sin(theta0 + k (r - r_{n-1})), k = sqrt(-U), with
-        # theta0 = atan2(k u0, u0') taken in [0, pi). The zeros in (r_{n-1}, r_n] are the
-        # multiples of pi in (theta0, theta0 + k Delta]; this replaces the sign test.
+        # u = A sin(theta0 + k (r - r_{n-1})), k = sqrt(-U), with theta0 = atan2(k u0, u0')
+        # taken in [0, pi): the zeros in (r_{n-1}, r_n] are the multiples of pi in
+        # (theta0, theta0 + k Delta], with k Delta = sqrt(-z). This replaces the sign test.
         x = np.sqrt(-z[deep])
         theta0 = np.mod(np.arctan2(x * u0[deep], du0[deep]), np.pi)
-        sign_test = (u0[deep] != 0) & (u0[deep] * u1[deep] <= 0)
-        nodes[deep] += np.floor((theta0 + x) / np.pi).astype(np.int64) - sign_test
+        nodes[deep] += (np.floor((theta0 + x) / np.pi).astype(np.int64)
+                        - (negative0[deep] ^ negative1[deep]))
 
 
 def _solve(U, R, count_nodes: bool):

@@ -185,11 +185,15 @@ def check_sampling_arguments(n, grid, R, seed, families, depth_range, a_max):
     return n, grid, R, int(seed), weights, (lo, hi), a_max
 
 
-def _sample_family(family, count, grid, R, seed, depth_range, repulsive, shallow, a_max, progress):
-    """`count` accepted potentials of one family, with their scattering lengths."""
+def _sample_family(family, rows, U_out, a_out, R, seed, depth_range, repulsive, shallow, a_max,
+                   progress):
+    """Draw potentials of one family until len(rows) pass the filters; the i-th accepted one
+    goes to row rows[i] of U_out (and its scattering length to a_out), so that the output is
+    written once, already shuffled, with no intermediate copies."""
+    count, grid = len(rows), U_out.shape[1]
     rng = np.random.default_rng(np.random.SeedSequence([seed, FAMILIES[family][0]]))
     lo, hi = depth_range[0] / R ** 2, depth_range[1] / R ** 2
-    kept_U, kept_a, have, drawn = [], [], 0, 0
+    have, drawn = 0, 0
     while have < count:
         depth = _log_uniform(rng, lo, hi, (_CHUNK, 1))
         U = -depth * _shapes(family, rng, _CHUNK, grid, repulsive)
@@ -199,20 +203,19 @@ def _sample_family(family, count, grid, R, seed, depth_range, repulsive, shallow
             keep &= n_bound == 0
         if a_max is not None:
             keep &= np.abs(a) <= a_max * R
-        kept_U.append(U[keep])
-        kept_a.append(a[keep])
-        accepted = int(keep.sum())
-        if progress is not None:
-            progress(min(accepted, count - have))
-        have += accepted
+        take = np.flatnonzero(keep)[:count - have]
+        U_out[rows[have:have + len(take)]] = U[take]
+        a_out[rows[have:have + len(take)]] = a[take]
+        have += len(take)
         drawn += _CHUNK
+        if progress is not None:
+            progress(len(take))
         if have < count and drawn >= 20 * _CHUNK and have < _MIN_ACCEPTANCE * drawn:
             raise FeynmlpError(
                 f"only {have} of {drawn} {family!r} potentials passed the filters (shallow="
                 f"{shallow}, a_max={a_max}) with depth_range={depth_range} (max|U| R^2); lower "
                 f"the depth range (a constant well binds at pi^2/4 = 2.47), allow bound states, "
                 f"or drop this family")
-    return np.concatenate(kept_U)[:count], np.concatenate(kept_a)[:count]
 
 
 def sample_potentials_with_a(n, grid=64, R=1.0, seed=0, families=None, depth_range=None,
@@ -227,20 +230,19 @@ def sample_potentials_with_a(n, grid=64, R=1.0, seed=0, families=None, depth_ran
     n, grid, R, seed, weights, depth_range, a_max = check_sampling_arguments(
         n, grid, R, seed, families, depth_range, a_max)
     counts = _family_counts(n, weights)
-    Us, As, labels = [], [], []
+    # The shuffle: the families' rows, in the order of FAMILIES, go to these output rows.
+    destination = np.random.default_rng(np.random.SeedSequence([seed, 0])).permutation(n)
+    U = np.empty((n, grid))
+    a = np.empty(n)
+    labels = np.empty(n, dtype=f"<U{max(len(f) for f in FAMILIES)}")
+    start = 0
     for family, count in counts.items():
-        if count == 0:
-            continue
-        U, a = _sample_family(family, count, grid, R, seed, depth_range, bool(repulsive),
-                              bool(shallow), a_max, _progress)
-        Us.append(U)
-        As.append(a)
-        labels.append(np.full(count, family))
-    order = np.random.default_rng(np.random.SeedSequence([seed, 0])).permutation(n)
-    U = np.concatenate(Us)[order]
-    a = np.concatenate(As)[order]
-    label_dtype = f"<U{max(len(f) for f in FAMILIES)}"
-    labels = np.concatenate(labels).astype(label_dtype)[order]
+        rows = destination[start:start + count]
+        start += count
+        if count:
+            _sample_family(family, rows, U, a, R, seed, depth_range, bool(repulsive),
+                           bool(shallow), a_max, _progress)
+            labels[rows] = family
     return U, labels, a
 
 

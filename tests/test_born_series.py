@@ -101,7 +101,8 @@ def design_kernels(N, R):
             if n != m:
                 K[n, m] = c[min(n, m)] * s[max(n, m)]
             else:
-                K[n, n] = (2 / 3) * ((r[n + 1] ** 5 - r[n] ** 5) / 5 - r[n] ** 3 * (r[n + 1] ** 2 - r[n] ** 2) / 2)
+                K[n, n] = (2 / 3) * ((r[n + 1] ** 5 - r[n] ** 5) / 5
+                                     - r[n] ** 3 * (r[n + 1] ** 2 - r[n] ** 2) / 2)
     return c, K
 
 
