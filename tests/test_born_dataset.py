@@ -106,6 +106,18 @@ def test_bad_arguments_leave_no_file(tmp_path, kwargs, match):
     assert sorted(os.listdir(tmp_path)) == before
 
 
+def test_unwritable_folder_leaves_no_file(tmp_path, monkeypatch):
+    # chmod cannot make a folder unwritable for root, so simulate the refusal at the probe
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(FeynmlpError, match="cannot write to the output folder .*Permission denied"):
+        write_dataset(tmp_path / "data.npz", 20, grid=4)
+    assert os.listdir(tmp_path) == []
+
+
 def _failing_savez(error):
     real = np.savez
 

@@ -29,6 +29,16 @@ def test_constant_well_born_terms(R, N, V0):
     np.testing.assert_allclose(terms, constant_well_terms(V0, R), rtol=1e-12)
 
 
+@pytest.mark.parametrize("N", [1, 64, 200])
+def test_constant_well_to_high_order(N):
+    # a = R - tan(kR)/k for U = -1, R = 1: a_k = -(coefficient of x^(2k+1) in tan x), from SymPy
+    import sympy
+    x = sympy.Symbol("x")
+    series = sympy.series(sympy.tan(x), x, 0, 24).removeO()
+    expected = [-float(series.coeff(x, 2 * k + 1)) for k in range(1, 12)]
+    np.testing.assert_allclose(born_terms(-np.ones(N), 11), expected, rtol=1e-13)
+
+
 def test_well_on_part_of_the_range():
     N, k, R, V0 = 32, 11, 1.8, 2.2
     U = np.zeros(N)
