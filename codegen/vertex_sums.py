@@ -47,27 +47,32 @@ def series_symbols(order: int) -> tuple[tuple[sp.Symbol, ...], tuple[sp.Symbol, 
 def vertex_terms(order: int) -> tuple[tuple[VertexTerm, ...], ...]:
     """For k = 1..order, the vertex terms of the order-k coefficient (index k-1), sorted.
 
-    Derived by expanding sum_m s_m (sum_j p_j t^j)^m to order t^order with SymPy and reading
-    off each monomial s_m prod p_j as a partition of k with its integer weight.
+    Derived by composing the series with SymPy: the t^k coefficient of (sum_j p_j t^j)^m is
+    built up one factor at a time, truncated at t^order (expanding the whole composition at
+    once takes minutes at order 8), and each monomial s_m prod p_j is read off as a partition
+    of k with its integer weight.
     """
     if order < 1:
         raise ValueError(f"order must be >= 1, got {order}")
-    t = sp.Symbol("t")
-    s, p = series_symbols(order)
-    inner = sum(p[j - 1] * t**j for j in range(1, order + 1))
-    composed = sp.expand(sum(s[m - 1] * inner**m for m in range(1, order + 1)))
-    poly = sp.Poly(composed, t)
+    _, p = series_symbols(order)
+    # power[k] = t^k coefficient of the current power of the inner series, as a Poly in p.
+    first = [sp.Poly(0, *p)] + [sp.Poly(p[j - 1], *p) for j in range(1, order + 1)]
+    power = list(first)
+    by_order: list[list[VertexTerm]] = [[] for _ in range(order + 1)]
+    for m in range(1, order + 1):
+        if m > 1:
+            power = [sp.Poly(0, *p)] * m + [
+                sum((power[k - j] * first[j] for j in range(1, k - m + 2)), sp.Poly(0, *p))
+                for k in range(m, order + 1)]
+        for k in range(m, order + 1):
+            for monomial, weight in power[k].terms():
+                parts = tuple(sorted((j + 1 for j, e in enumerate(monomial) for _ in range(e)), reverse=True))
+                assert len(parts) == m and sum(parts) == k, "malformed Faa di Bruno term"
+                by_order[k].append(VertexTerm(parts, int(weight)))
     result = []
     for k in range(1, order + 1):
-        coefficient = poly.coeff_monomial(t**k)
-        terms = []
-        for monomial, weight in sp.Poly(coefficient, *s, *p).terms():
-            s_powers, p_powers = monomial[:order], monomial[order:]
-            parts = tuple(sorted((j + 1 for j, e in enumerate(p_powers) for _ in range(e)), reverse=True))
-            assert sum(s_powers) == 1 and s_powers[len(parts) - 1] == 1, "malformed Faa di Bruno term"
-            terms.append(VertexTerm(parts, int(weight)))
         # Canonical order: by valence, then by parts (deterministic, independent of SymPy's).
-        result.append(tuple(sorted(terms, key=lambda term: (term.valence, term.parts))))
+        result.append(tuple(sorted(by_order[k], key=lambda term: (term.valence, term.parts))))
     return tuple(result)
 
 

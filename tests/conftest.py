@@ -1,0 +1,22 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_kernel_cache(tmp_path_factory):
+    """Kernels generated on demand during the tests go to a temporary cache, not the user's."""
+    if "FEYNMLP_CACHE_DIR" not in os.environ:
+        os.environ["FEYNMLP_CACHE_DIR"] = str(tmp_path_factory.mktemp("kernel-cache"))
+    yield
+
+
+@pytest.fixture
+def repo() -> Path:
+    return REPO

@@ -1,0 +1,89 @@
+"""Activation derivatives (SymPy-derived through carriers, and as generated kernels) against
+SymPy's plain `diff` of each activation's closed form."""
+import math
+
+import numpy as np
+import pytest
+import sympy as sp
+
+from feynmlp.activation_names import BUILTIN_ACTIVATIONS
+from feynmlp.codegen.activations import Z, custom_activation, get_activation
+from feynmlp.errors import UnsupportedActivationError
+from feynmlp.kernels import kernel_module
+from symbolic_reference import ACTIVATION_FORMULAS
+
+POINTS = [-2.3, -0.7, 0.0, 0.4, 1.9]
+
+
+def reference_derivatives(formula, order, point):
+    z = sp.Symbol("z", real=True)
+    expr = formula(z)
+    return [float(sp.diff(expr, z, m).subs(z, sp.Float(point, 30)).evalf(30)) / math.factorial(m)
+            for m in range(order + 1)]
+
+
+@pytest.mark.parametrize("name", BUILTIN_ACTIVATIONS)
+def test_symbolic_derivatives_match_diff(name):
+    spec = get_activation(name)
+    order = 7
+    derivs = spec.taylor_derivatives(order)
+    for point in POINTS:
+        carriers = {c.symbol: c.definition.subs(Z, sp.Float(point, 30)) for c in spec.carriers}
+        got = [float(d.subs(carriers).subs(Z, sp.Float(point, 30)).evalf(30)) for d in derivs]
+        want = reference_derivatives(ACTIVATION_FORMULAS[name], order, point)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", BUILTIN_ACTIVATIONS)
+@pytest.mark.parametrize("order", [1, 4])
+def test_generated_derivative_kernels(name, order):
+    module = kernel_module(name, order)
+    z = np.array(POINTS)
+    out = np.empty((z.size, order + 1))
+    module.taylor_derivatives(z, out)
+    for row, point in zip(out, POINTS):
+        np.testing.assert_allclose(row, reference_derivatives(ACTIVATION_FORMULAS[name], order, point),
+                                   rtol=1e-12, atol=1e-14)
+
+
+def test_tanh_derivatives_are_polynomials_in_tanh():
+    spec = get_activation("tanh")
+    t = spec.carriers[0].symbol
+    assert spec.taylor_derivatives(2)[1] == 1 - t**2
+    assert all(d.free_symbols <= {t} for d in spec.taylor_derivatives(6))
+
+
+def test_custom_activation_derivatives():
+    y = sp.Symbol("y")
+    spec = custom_activation(y * sp.tanh(y) + sp.sin(y) / 3)
+    derivs = spec.taylor_derivatives(5)
+    for point in POINTS:
+        got = [float(d.subs(Z, point)) for d in derivs]
+        want = reference_derivatives(lambda z: z * sp.tanh(z) + sp.sin(z) / 3, 5, point)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("expr", [sp.Symbol("a") * sp.Symbol("b"), sp.Integer(3),
+                                  sp.Max(sp.Symbol("x"), 0), sp.Abs(sp.Symbol("x"))])
+def test_custom_activation_refused(expr):
+    with pytest.raises(UnsupportedActivationError):
+        custom_activation(expr)
+
+
+@pytest.mark.parametrize("name", ["relu", "leaky_relu", "hardtanh", "relu6"])
+def test_relu_like_refused_beyond_first_order(name):
+    with pytest.raises(UnsupportedActivationError, match="piecewise linear"):
+        kernel_module(name, 2)
+    with pytest.raises(UnsupportedActivationError, match="piecewise linear"):
+        get_activation(name).taylor_derivatives(3)
+    module = kernel_module(name, 1)
+    out = np.empty((2, 2))
+    module.taylor_derivatives(np.array([-0.5, 0.5]), out)
+    torch_like = {"relu": [[0, 0], [0.5, 1]], "leaky_relu": [[-0.005, 0.01], [0.5, 1]],
+                  "hardtanh": [[-0.5, 1], [0.5, 1]], "relu6": [[0, 0], [0.5, 1]]}
+    np.testing.assert_allclose(out, torch_like[name])
+
+
+def test_unknown_activation_names_the_value():
+    with pytest.raises(UnsupportedActivationError, match="'swoosh'"):
+        get_activation("swoosh")
