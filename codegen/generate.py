@@ -19,17 +19,13 @@ from pathlib import Path
 
 from ..errors import FeynmlpError, UnsupportedActivationError
 from ..kernel_signature import GENERATOR_VERSION, codegen_hash, file_digest, kernel_signature
+from ..kernels import MAX_ORDER, validate_order
 
 log = logging.getLogger("feynmlp.codegen")
 
 TEMPLATE = "kernel_module.py.jinja"
 MANIFEST = "manifest.json"
 SHIPPED_ORDERS = (1, 2, 3, 4)
-# Above this order the vertex sums (p(K) partitions: 231 at K = 16, 1958 at K = 24) make the
-# generated module and Numba's compile time grow past anything useful, and a multivariate
-# expansion in even a few variables no longer fits in memory; directional mode is the tool
-# for very high orders and stays well below this.
-MAX_ORDER = 16
 
 CLI_DESCRIPTION = """\
 Generate the Numba kernel module for one expansion order and activation.
@@ -66,19 +62,6 @@ def sympy_series() -> str:
     import sympy
 
     return ".".join(sympy.__version__.split(".")[:2])
-
-
-def validate_order(order: int) -> int:
-    if not isinstance(order, int) or isinstance(order, bool):
-        raise FeynmlpError(f"order must be an integer, got {order!r}")
-    if order < 1:
-        raise FeynmlpError(f"order must be at least 1, got {order}")
-    if order > MAX_ORDER:
-        raise FeynmlpError(
-            f"order {order} is above the largest supported order {MAX_ORDER}: the vertex sums grow "
-            f"like the number of integer partitions of the order and the multivariate coefficients "
-            f"like n^K/K!; for very high orders along one direction use feynmlp.directional")
-    return order
 
 
 def render_kernel(activation, order: int) -> RenderedKernel:

@@ -17,6 +17,9 @@ from .errors import (
     StaleKernelError,
     UnsupportedActivationError,
 )
+from .mlp import MLP
+from .model_io import load, read_metadata, save
+from .taylor import DiagramContribution, TaylorExpansion, diagram_contributions, directional, taylor
 
 __all__ = [
     "__version__",
@@ -26,6 +29,15 @@ __all__ = [
     "StaleKernelError",
     "UnsupportedActivationError",
     "diagrams",
+    "MLP",
+    "load",
+    "save",
+    "read_metadata",
+    "taylor",
+    "directional",
+    "diagram_contributions",
+    "TaylorExpansion",
+    "DiagramContribution",
 ]
 
 

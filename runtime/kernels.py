@@ -29,13 +29,31 @@ from importlib import resources
 from pathlib import Path
 
 from .activation_names import BUILTIN_ACTIVATIONS, canonical_name, check_order_supported
-from .errors import StaleKernelError
+from .errors import FeynmlpError, StaleKernelError
 from .kernel_signature import codegen_hash, file_digest
 
 log = logging.getLogger("feynmlp")
 
 SHIPPED_ORDERS = (1, 2, 3, 4)
+# Above this order the vertex sums (p(K) partitions: 231 at K = 16) make the generated module
+# and Numba's compile time grow past anything useful, and a multivariate expansion in even a
+# few variables no longer fits in memory; directional mode is the tool for high orders.
+MAX_ORDER = 16
 _CACHE_PACKAGE = "feynmlp_kernel_cache"
+
+
+def validate_order(order) -> int:
+    """The order as an int in 1..MAX_ORDER, or a FeynmlpError naming the value."""
+    if isinstance(order, bool) or not isinstance(order, int):
+        raise FeynmlpError(f"order must be an integer, got {order!r}")
+    if order < 1:
+        raise FeynmlpError(f"order must be at least 1, got {order}")
+    if order > MAX_ORDER:
+        raise FeynmlpError(
+            f"order {order} is above the largest supported order {MAX_ORDER}: the vertex sums grow "
+            f"like the number of integer partitions of the order and the multivariate coefficients "
+            f"like n^K/K!; for very high orders along one direction use feynmlp.directional")
+    return order
 
 
 def is_sympy_expression(obj) -> bool:
@@ -46,6 +64,7 @@ def is_sympy_expression(obj) -> bool:
 
 def kernel_module(activation, order: int):
     """The kernel module for `activation` (name or SymPy expression) at expansion order `order`."""
+    validate_order(order)
     if is_sympy_expression(activation):
         return _cached_kernel(activation, order)
     name = canonical_name(activation)
@@ -143,7 +162,7 @@ def _cached_kernel(activation, order: int):
     from .codegen import generate  # the only runtime path that imports SymPy
     from .files import atomic_write
 
-    generate.validate_order(order)
+    validate_order(order)
     if is_sympy_expression(activation):
         from .codegen.activations import custom_activation
 
