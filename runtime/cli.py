@@ -15,6 +15,8 @@ from .errors import FeynmlpError
 
 # (subcommand, module that implements it, one-line summary shown by `feynmlp --help`)
 _COMMANDS = (
+    ("demo", "feynmlp.demo",
+     "expand a built-in example network and show its coefficients, checks and diagrams"),
     ("generate-kernels", "feynmlp.codegen.generate",
      "derive the diagram rules for one order and activation with SymPy and write the Numba kernel module"),
     ("rules", "feynmlp.codegen.rules",
