@@ -24,6 +24,7 @@ import tempfile
 import numpy as np
 
 from feynmlp.errors import FeynmlpError
+from feynmlp.files import atomic_writer
 
 from ._checks import check_positive_int
 from .born_series import born_terms
@@ -168,28 +169,13 @@ def save_dataset(path, arrays: dict, metadata: dict) -> str:
                                "convert it to a numeric or str dtype")
     payload["metadata_json"] = np.frombuffer(
         json.dumps(metadata, sort_keys=True).encode("utf-8"), dtype=np.uint8)
-    folder, name = os.path.split(path)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp creates the file 0600; give it the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            hint = ("the disk is full; free some space or write elsewhere"
-                    if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "check the folder and try again")
-            raise FeynmlpError(f"could not write {path!r}: {exc.strerror or exc}; {hint}") from None
-        raise
+        with atomic_writer(path) as handle:
+            np.savez(handle, **payload)
+    except OSError as exc:
+        hint = ("the disk is full; free some space or write elsewhere"
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "check the folder and try again")
+        raise FeynmlpError(f"could not write {path!r}: {exc.strerror or exc}; {hint}") from None
     return path
 
 

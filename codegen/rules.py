@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 
 from ..errors import FeynmlpError
+from ..files import atomic_writer
 
 # The command stops at order 7: 39208 labelled trees in 90 shapes. Beyond that (order 8:
 # 660032 trees, 260 shapes; order 9: 12.8 million) a printed listing is no longer something
@@ -125,26 +125,11 @@ def _target(path: str) -> str:
 
 def _write_atomically(target: str, write) -> None:
     """Call write(file object) on a temporary file beside `target`, then move it into place."""
-    folder = os.path.dirname(target)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".feynmlp-rules-", suffix=".tmp", dir=folder)
+        with atomic_writer(target) as handle:
+            write(handle)
     except OSError as exc:
-        raise FeynmlpError(f"cannot write into the output folder {folder!r} ({exc.strerror}); "
-                           "choose another --out") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise FeynmlpError(f"cannot write {target!r} ({exc.strerror or exc}); "
-                               "choose another --out") from None
-        raise
+        raise FeynmlpError(f"cannot write {target!r} ({exc.strerror or exc}); choose another --out") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import zipfile
 from typing import Any
 
@@ -42,6 +41,7 @@ import numpy as np
 
 from .activation_names import canonical_name
 from .errors import FeynmlpError, ModelFileError
+from .files import atomic_writer
 from .mlp import MLP
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "SUFFIXES", "save", "load", "read_metadata"]
@@ -149,35 +149,6 @@ def _npz_bytes_writer(handle: Any, tensors: dict[str, np.ndarray]) -> None:
                 np.lib.format.write_array(member, tensors[name], allow_pickle=False)
 
 
-def _write_atomically(path: str, write: Any) -> None:
-    """Call write(handle) on a fresh temporary file beside `path`, then move it onto `path`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    base = os.path.basename(path)
-    for _ in range(100):
-        temporary = os.path.join(folder, f".{base}.{secrets.token_hex(6)}.tmp")
-        try:
-            # O_EXCL: never reuse someone else's file; mode 0o666 lets the umask decide the
-            # final permissions, as for an ordinary open(path, "wb").
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            break
-        except FileExistsError:
-            continue
-    else:  # pragma: no cover - 100 collisions of 48 random bits
-        raise ModelFileError(f"{path}: could not create a temporary file in {folder}")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
-
-
 def save(mlp: MLP, path: str | os.PathLike, record: dict | None = None) -> None:
     """Write `mlp` to a .safetensors (preferred) or .npz file, atomically.
 
@@ -225,7 +196,8 @@ def save(mlp: MLP, path: str | os.PathLike, record: dict | None = None) -> None:
         def write(handle: Any) -> None:
             _npz_bytes_writer(handle, tensors)
     try:
-        _write_atomically(path, write)
+        with atomic_writer(path) as handle:
+            write(handle)
     except OSError as exc:
         raise ModelFileError(f"{path}: could not write the model ({exc}); check the folder and "
                              "the free space") from exc

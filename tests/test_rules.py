@@ -282,7 +282,8 @@ def test_unwritable_folder_exits_2_and_writes_nothing(tmp_path, capsys, monkeypa
 def test_failed_temporary_file_exits_2(tmp_path, capsys, monkeypatch):
     def refuse(*a, **k):
         raise PermissionError(13, "Permission denied")
-    monkeypatch.setattr(rules.tempfile, "mkstemp", refuse)
+    from feynmlp import files  # every writer of feynmlp creates its temporary there
+    monkeypatch.setattr(files.tempfile, "mkstemp", refuse)
     assert main(["rules", "--order", "2", "--format", "latex", "--out", str(tmp_path / "r.tex")]) == 2
     assert "Permission denied" in _one_error_line(capsys)
     assert os.listdir(tmp_path) == []
