@@ -132,8 +132,9 @@ PyTorch: pip install feynmlp[train]) and write into --out:
 
 Iteration 1 trains f1 on (U, a); iteration k > 1 on a minus the Taylor polynomials of the
 earlier networks (f1's linear one, f2's quadratic one, ...); a_ML2(U) = d f1(0) . U +
-(1/2) U . d^2 f2(0) . U. Presets: tiny (seconds; plumbing only), quick (N = 64, a few
-minutes on 2 cores), full (N = 64, 4-member ensembles; about an hour on 2 cores).
+(1/2) U . d^2 f2(0) . U. Presets: tiny (seconds; plumbing only), quick (N = 64, about 4
+minutes on 2 cores), full (N = 64, 4-member ensembles of 2 x 128; about 1.5 h on 2 cores,
+extrapolated).
 """
 
 

@@ -127,16 +127,17 @@ PRESETS = {
             IterationSpec(20000, (0.3, 2.0), _quick_config(lbfgs_steps=300), 2),
             IterationSpec(20000, (0.5, 2.5), _quick_config(lbfgs_steps=300), 2),
         )),
+    # Not run yet: about 1.5 h on 2 cores, extrapolated from the quick preset's timings.
     "full": Preset(
-        name="full", test_size=2000, description="N = 64, 2 x 128 tanh, 60k potentials per "
-        "iteration, 4 members, Adam 150 epochs + 1000 L-BFGS steps",
+        name="full", test_size=2000, description="N = 64, 2 x 128 tanh, 40k potentials per "
+        "iteration, 4 members, Adam 100 epochs (+ 500 L-BFGS steps for iterations 2, 3)",
         iterations=(
-            IterationSpec(60000, (1e-3, 1.0), _quick_config(hidden=(128, 128), epochs=150,
-                                                            patience=40), 4),
-            IterationSpec(60000, (0.3, 2.0), _quick_config(hidden=(128, 128), epochs=150,
-                                                           patience=40, lbfgs_steps=1000), 4),
-            IterationSpec(60000, (0.5, 2.5), _quick_config(hidden=(128, 128), epochs=150,
-                                                           patience=40, lbfgs_steps=1000), 4),
+            IterationSpec(40000, (1e-3, 1.0), _quick_config(hidden=(128, 128), epochs=100,
+                                                            patience=30), 4),
+            IterationSpec(40000, (0.3, 2.0), _quick_config(hidden=(128, 128), epochs=100,
+                                                           patience=30, lbfgs_steps=500), 4),
+            IterationSpec(40000, (0.5, 2.5), _quick_config(hidden=(128, 128), epochs=100,
+                                                           patience=30, lbfgs_steps=500), 4),
         )),
 }
 
