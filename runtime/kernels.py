@@ -7,30 +7,35 @@ module (`taylor_derivatives`, `compose_directional`, `compose_multivariate`, ORD
   checking the file's SHA-256 against generated/manifest.json and the manifest's codegen hash
   against the generator sources installed beside it: an edited or stale kernel is refused with
   the command that refreshes it, never imported.
-- Anything else is generated on demand into the kernel cache (FEYNMLP_CACHE_DIR, else the
-  platform's user cache folder; a temporary folder, with a warning, if that is not writable),
-  under a per-file lock, atomically, with a SHA-256 sidecar. A cached file whose content does
-  not match its sidecar is regenerated, never imported. Only this path imports SymPy.
+- Anything else is generated on demand into the kernel cache (`cache_folder()`:
+  FEYNMLP_CACHE_DIR/kernels, else the platform's user cache folder; a private temporary folder,
+  with a warning, if that is not writable). An entry is `<stem>.py` plus `<stem>.sha256`, the
+  stem ending in the kernel's generator signature. Under a per-entry file lock, a missing or
+  damaged entry (bytes not matching the sidecar, another signature) is removed and generated
+  afresh, atomically; a failed generation leaves neither file. The verified bytes themselves
+  are executed, so no unverified byte (or .pyc) is ever run. Only this path imports SymPy.
 """
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib
-import importlib.util
 import json
 import logging
+import numbers
 import os
+import stat
 import sys
 import tempfile
 import time
+import types
 import warnings
 from importlib import resources
 from pathlib import Path
 
+from . import files
 from .activation_names import BUILTIN_ACTIVATIONS, canonical_name, check_order_supported
 from .errors import FeynmlpError, StaleKernelError
-from .kernel_signature import codegen_hash, file_digest
+from .kernel_signature import codegen_hash, file_digest, kernel_signature
 
 log = logging.getLogger("feynmlp")
 
@@ -40,12 +45,17 @@ SHIPPED_ORDERS = (1, 2, 3, 4)
 # few variables no longer fits in memory; directional mode is the tool for high orders.
 MAX_ORDER = 16
 _CACHE_PACKAGE = "feynmlp_kernel_cache"
+# Subfolder of the kernel cache holding the (empty, persistent) per-entry lock files.
+LOCK_FOLDER = ".locks"
+# How long a process waits for another one generating the same kernel before giving up.
+LOCK_TIMEOUT_S = 900
 
 
 def validate_order(order) -> int:
     """The order as an int in 1..MAX_ORDER, or a FeynmlpError naming the value."""
-    if isinstance(order, bool) or not isinstance(order, int):
+    if isinstance(order, bool) or not isinstance(order, numbers.Integral):
         raise FeynmlpError(f"order must be an integer, got {order!r}")
+    order = int(order)
     if order < 1:
         raise FeynmlpError(f"order must be at least 1, got {order}")
     if order > MAX_ORDER:
@@ -63,15 +73,21 @@ def is_sympy_expression(obj) -> bool:
 
 
 def kernel_module(activation, order: int):
-    """The kernel module for `activation` (name or SymPy expression) at expansion order `order`."""
-    validate_order(order)
+    """The kernel module for `activation` (name or SymPy expression) at expansion order `order`.
+
+    Raises:
+        FeynmlpError: a bad order, or no usable cache folder; UnsupportedActivationError: an
+            unknown activation or one without derivatives of this order; StaleKernelError: a
+            shipped kernel that was edited or does not match the installed generator.
+    """
+    order = validate_order(order)
     if is_sympy_expression(activation):
-        return _cached_kernel(activation, order)
+        return _cached_kernel(activation, order, cache_folder())
     name = canonical_name(activation)
     check_order_supported(name, order)
     if order in SHIPPED_ORDERS and (name in BUILTIN_ACTIVATIONS or order == 1):
         return _shipped_kernel(name, order)
-    return _cached_kernel(name, order)
+    return _cached_kernel(name, order, cache_folder())
 
 
 # ----------------------------------------------------------------------------- shipped kernels
@@ -113,25 +129,93 @@ def _shipped_kernel(name: str, order: int):
 # ----------------------------------------------------------------------------- kernel cache
 
 def cache_folder() -> Path:
-    """The kernel cache: FEYNMLP_CACHE_DIR, else the user cache folder, else a temporary one."""
+    """The kernel cache folder, created if need be.
+
+    FEYNMLP_CACHE_DIR/kernels if that variable is set, else <user cache folder>/feynmlp/kernels.
+    If that folder cannot be created or written, or every user may write to it (anyone could
+    plant a kernel there), a private temporary folder is used instead with a RuntimeWarning
+    (once per process and folder). The variable is read on every call, so changing it takes
+    effect at once.
+
+    Raises:
+        FeynmlpError: no usable folder at all (the temporary one failed too).
+    """
     configured = os.environ.get("FEYNMLP_CACHE_DIR")
     if configured:
-        candidate = Path(configured).expanduser()
+        base = Path(configured).expanduser()
     else:
         import platformdirs
 
-        candidate = Path(platformdirs.user_cache_dir("feynmlp"))
-    folder = candidate / "kernels"
-    if _writable(folder):
+        base = Path(platformdirs.user_cache_dir("feynmlp"))
+    return _usable_cache_folder(str(base / "kernels"))
+
+
+def cached_kernel_path(activation, order: int) -> Path:
+    """Where the kernel cache keeps the module of (activation, order) (it may not exist yet).
+
+    Beside it lies `<same stem>.sha256`, the SHA-256 of its bytes. The stem is
+    `<activation>_order<K>_<first 16 hex digits of the generator signature>`, so kernels of
+    another generator or SymPy version never share a file. Imports SymPy.
+    """
+    validate_order(order)
+    if not is_sympy_expression(activation):
+        activation = canonical_name(activation)
+    _, _, stem = _cache_entry(activation, int(order))
+    return cache_folder() / f"{stem}.py"
+
+
+@functools.lru_cache(maxsize=None)
+def _usable_cache_folder(candidate: str) -> Path:
+    folder = Path(candidate)
+    problem = _folder_problem(folder)
+    if problem is None:
         return folder
-    fallback = Path(tempfile.gettempdir()) / f"feynmlp-{_user_tag()}" / "kernels"
-    warnings.warn(f"kernel cache folder {str(folder)!r} is not writable; using {str(fallback)!r} instead "
-                  "(set FEYNMLP_CACHE_DIR to a writable folder to keep kernels between sessions)",
-                  RuntimeWarning, stacklevel=3)
-    if not _writable(fallback):
-        raise StaleKernelError(f"no writable folder for generated kernels (tried {folder} and {fallback}); "
-                               "set FEYNMLP_CACHE_DIR to a writable folder")
+    fallback = _private_temporary_folder(folder)
+    warnings.warn(f"kernel cache folder {candidate!r} {problem}; using {str(fallback)!r} instead (set "
+                  "FEYNMLP_CACHE_DIR to a writable folder of your own to keep kernels between sessions)",
+                  RuntimeWarning, stacklevel=4)
     return fallback
+
+
+def _folder_problem(folder: Path) -> str | None:
+    """None if `folder` exists (or can be created), is writable and is not writable by everyone."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        info = folder.stat()
+        if info.st_mode & stat.S_IWOTH:
+            # Anyone could put a module and a matching .sha256 there before this process does.
+            return "is writable by every user"
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        return f"is not writable ({exc.strerror or exc})"
+    return None
+
+
+def _private_temporary_folder(tried: Path) -> Path:
+    """<tmp>/feynmlp-<uid>/kernels if that is this user's own, else a fresh mkdtemp folder."""
+    base = Path(tempfile.gettempdir()) / f"feynmlp-{_user_tag()}"
+    try:
+        base.mkdir(mode=0o700, exist_ok=True)
+        info = os.lstat(base)
+        # A shared /tmp lets anyone create this name first (or as a symlink): use it only if it
+        # is a real folder of this user that nobody else may write to.
+        owned = not hasattr(os, "getuid") or info.st_uid == os.getuid()
+        if stat.S_ISDIR(info.st_mode) and owned and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            folder = base / "kernels"
+            if _folder_problem(folder) is None:
+                return folder
+    except OSError:
+        pass
+    try:
+        folder = Path(tempfile.mkdtemp(prefix=f"feynmlp-{_user_tag()}-")) / "kernels"
+        folder.mkdir()
+        return folder
+    except OSError as exc:
+        raise FeynmlpError(
+            f"no writable folder for generated kernels: {str(tried)!r} is not usable and neither is the "
+            f"temporary folder {tempfile.gettempdir()!r} ({exc.strerror or exc}); set FEYNMLP_CACHE_DIR to a "
+            "writable folder") from exc
 
 
 def _user_tag() -> str:
@@ -141,70 +225,130 @@ def _user_tag() -> str:
         return os.environ.get("USERNAME", "user")
 
 
-def _writable(folder: Path) -> bool:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
-            pass
-        return True
-    except OSError:
-        return False
+def _cache_entry(activation, order: int):
+    """(spec, signature, file stem) of one cached kernel; the signature keys the cache."""
+    from .codegen import activations, generate  # the only runtime path that imports SymPy
 
-
-def _cache_key(description: str, order: int) -> str:
-    return hashlib.sha256(f"{codegen_hash()}\n{description}\n{order}".encode()).hexdigest()[:16]
+    spec = activations.get_activation(activation)
+    signature = kernel_signature(spec.signature(), order, generate.sympy_series())
+    return spec, signature, f"{spec.name}_order{order}_{signature[:16]}"
 
 
 @functools.lru_cache(maxsize=None)
-def _cached_kernel(activation, order: int):
-    from filelock import FileLock
+def _cached_kernel(activation, order: int, folder: Path):
+    from filelock import FileLock, Timeout
 
-    from .codegen import generate  # the only runtime path that imports SymPy
-    from .files import atomic_write
-
-    validate_order(order)
-    if is_sympy_expression(activation):
-        from .codegen.activations import custom_activation
-
-        spec = custom_activation(activation)
-        import sympy
-
-        description = sympy.srepr(spec.definition)
-    else:
-        from .codegen.activations import get_activation
-
-        spec = get_activation(activation)
-        description = spec.name
-    folder = cache_folder()
-    stem = f"{spec.name}_order{order}_{_cache_key(description, order)}"
+    spec, signature, stem = _cache_entry(activation, order)
     path, sidecar = folder / f"{stem}.py", folder / f"{stem}.sha256"
-    with FileLock(str(folder / f"{stem}.lock")):
-        if not _cache_entry_valid(path, sidecar):
-            started = time.perf_counter()
-            log.info("feynmlp: generating kernel %s (order %d) into %s", spec.name, order, folder)
-            kernel = generate.render_kernel(spec, order)
-            data = kernel.text.encode("utf-8")
-            atomic_write(path, data)
-            atomic_write(sidecar, file_digest(data) + "\n")
-            log.info("feynmlp: generated %s in %.2f s", path.name, time.perf_counter() - started)
-        module_name = f"{_CACHE_PACKAGE}.{stem}"
-        spec_ = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(spec_)
-        sys.modules[module_name] = module
-        spec_.loader.exec_module(module)
-    return module
-
-
-def _cache_entry_valid(path: Path, sidecar: Path) -> bool:
+    locks = folder / LOCK_FOLDER
     try:
-        expected = sidecar.read_text().strip()
+        locks.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FeynmlpError(f"cannot create the lock folder {str(locks)!r} of the kernel cache "
+                           f"({exc.strerror or exc}); set FEYNMLP_CACHE_DIR to a writable folder") from exc
+    # One lock per entry: of several processes missing the same kernel, one generates it and
+    # the others wait, then find it valid. The lock files stay (empty) in their own folder:
+    # removing a lock file that another process is waiting on would break the exclusion.
+    lock = FileLock(str(locks / f"{stem}.lock"), timeout=LOCK_TIMEOUT_S)
+    try:
+        with lock:
+            data = _valid_entry(path, sidecar, signature)
+            if data is None:
+                data = _generate_entry(spec, order, signature, path, sidecar)
+    except Timeout:
+        raise FeynmlpError(
+            f"waited {LOCK_TIMEOUT_S} s for another process to finish generating {path.name} (lock "
+            f"{lock.lock_file}); if no other feynmlp process is running, delete that lock file") from None
+    return _execute(stem, path, data, order, signature)
+
+
+def _valid_entry(path: Path, sidecar: Path, signature: str) -> bytes | None:
+    """The bytes of a cached kernel if they match their sidecar and signature, else None.
+
+    A damaged entry (truncated, edited, missing or wrong sidecar, another generator's
+    signature) is removed, never imported.
+    """
+    try:
         data = path.read_bytes()
-    except OSError:
-        return False
-    if file_digest(data) == expected:
-        return True
-    log.warning("feynmlp: cached kernel %s does not match its SHA-256; regenerating it", path)
-    return False
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        problem = f"cannot be read ({exc.strerror or exc})"
+    else:
+        try:
+            expected = sidecar.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            expected = None
+        if expected is None:
+            problem = f"has no readable SHA-256 sidecar {sidecar.name}"
+        elif file_digest(data) != expected:
+            problem = "does not match its SHA-256 sidecar (it was truncated, edited or damaged)"
+        elif _signature_line(signature) not in data:
+            problem = f"does not carry the generator signature {signature} its name promises"
+        else:
+            return data
+    log.warning("feynmlp: cached kernel %s %s; regenerating it", path, problem)
+    _discard(path, sidecar)
+    return None
+
+
+def _signature_line(signature: str) -> bytes:
+    # The line templates/kernel_module.py.jinja writes (SIGNATURE = "{{ signature }}").
+    return f'\nSIGNATURE = "{signature}"\n'.encode()
+
+
+def _generate_entry(spec, order: int, signature: str, path: Path, sidecar: Path) -> bytes:
+    """Render the kernel and install it with its sidecar; on any failure leave neither behind."""
+    from .codegen import generate
+
+    started = time.perf_counter()
+    log.info("feynmlp: generating kernel %s (order %d) into %s", spec.name, order, path.parent)
+    kernel = generate.render_kernel(spec, order)  # a failure here has written nothing
+    if kernel.signature != signature:  # pragma: no cover - the two are computed the same way
+        raise StaleKernelError(f"generated kernel {path.name} has signature {kernel.signature}, expected "
+                               f"{signature}; the generator is inconsistent")
+    data = kernel.text.encode("utf-8")
+    try:
+        files.atomic_write(path, data)
+        files.atomic_write(sidecar, file_digest(data) + "\n")
+    except BaseException:
+        _discard(path, sidecar)
+        raise
+    log.info("feynmlp: generated %s in %.2f s", path.name, time.perf_counter() - started)
+    return data
+
+
+def _discard(*paths: Path) -> None:
+    for path in paths:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("feynmlp: could not remove %s (%s)", path, exc)
+
+
+def _execute(stem: str, path: Path, data: bytes, order: int, signature: str):
+    """Run the verified bytes as a module.
+
+    The bytes checked are the bytes run: the file is not read again (it could change in
+    between) and no .pyc is written or read (a .pyc is trusted on its timestamp alone). The
+    code object carries the file's path, so Numba's on-disk cache, keyed on that file, works.
+    """
+    name = f"{_CACHE_PACKAGE}.{stem}"
+    code = compile(data, str(path), "exec", dont_inherit=True)
+    module = types.ModuleType(name)
+    module.__file__ = str(path)
+    sys.modules[name] = module
+    try:
+        exec(code, module.__dict__)
+        if getattr(module, "ORDER", None) != order or getattr(module, "SIGNATURE", None) != signature:
+            raise StaleKernelError(f"cached kernel {path} is not the kernel of order {order} with "
+                                   f"signature {signature}")
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
 
 
 # ----------------------------------------------------------------------------- first-call timing
