@@ -21,6 +21,7 @@ import dataclasses
 import functools
 import hashlib
 import math
+import re
 
 import sympy as sp
 
@@ -100,7 +101,14 @@ def _taylor_derivatives(spec: ActivationSpec, order: int) -> tuple[sp.Expr, ...]
     return lower + (sp.expand(raw / math.factorial(order)),)
 
 
+# Local names of the kernel template: a carrier must not shadow any of them.
+_TEMPLATE_LOCALS = {"x", "z", "o", "r", "i", "j", "k", "w", "series", "out", "points", "width", "target",
+                    "derivatives", "row"}
+
+
 def _carrier(name: str, code: str, derivative, definition) -> Carrier:
+    # Numbered names (s2, p1, c3, v2, a1, _d0, _c1) are the kernel's own locals as well.
+    assert name not in _TEMPLATE_LOCALS and not re.fullmatch(r"_?[spcvad]\d+", name), f"carrier name {name!r} clashes"
     return Carrier(sp.Symbol(name, real=True), code, derivative, definition)
 
 

@@ -47,8 +47,26 @@ def _check_memory(widths, batch: int, columns: int, itemsize: int, order: int, n
             "along chosen directions (set FEYNMLP_MAX_MEMORY_GB to change the limit)")
 
 
+# Per-layer series arrays of one block of points stay below this many bytes: the matrix
+# products stay long (points x coefficients) while memory stays bounded.
+_CHUNK_BYTES = 128 * 2**20
+SCHEMES = ("auto", "forward", "top-vertex")
+
+
+def choose_scheme(n_outputs: int, order: int, has_output_activation: bool, n_vars: int) -> str:
+    """Forward-only for many outputs, an output activation or order 1; else the topmost vertex.
+
+    The top-vertex scheme pushes only orders < K forward and contracts the order-K vertices
+    with the output propagators; its cost grows with the number of outputs, so from about
+    four outputs on pushing everything forward is cheaper.
+    """
+    if order < 2 or has_output_activation or n_outputs > 4 or n_vars < 2:
+        return "forward"
+    return "top-vertex"
+
+
 def multivariate_series(weights, biases, hidden_activations, output_activation, points, order: int,
-                        wrt=None, dtype=np.float64) -> np.ndarray:
+                        wrt=None, dtype=np.float64, scheme: str = "auto") -> np.ndarray:
     """Taylor coefficients d^alpha f / alpha! at each point, all |alpha| <= order.
 
     Args:
@@ -60,6 +78,9 @@ def multivariate_series(weights, biases, hidden_activations, output_activation, 
         wrt: indices of the input variables to expand in (default: all); the others are held
             fixed at the point.
         dtype: float64 or float32 for all arithmetic.
+        scheme: "forward" (push every coefficient through every layer), "top-vertex" (push
+            orders < K, then contract the order-K vertices with the output propagators), or
+            "auto" (chosen by shape, see choose_scheme).
 
     Returns:
         (batch, n_out, M) with M = C(len(wrt) + K, K), columns in feynmlp.multi_index order.
@@ -71,14 +92,94 @@ def multivariate_series(weights, biases, hidden_activations, output_activation, 
     columns = multi_index.count(n_vars, order)
     widths = [w.shape[0] for w in weights]
     _check_memory(widths, batch, columns, np.dtype(dtype).itemsize, order, n_vars, "a multivariate expansion")
+    if scheme == "auto":
+        scheme = choose_scheme(widths[-1], order, output_activation is not None, n_vars)
+    if scheme == "top-vertex" and order < 2:
+        scheme = "forward"  # order 1 has no vertex: both schemes are the same Jacobian pass
+    if scheme not in SCHEMES[1:] or (scheme == "top-vertex" and output_activation is not None):
+        raise ValueError(f"scheme {scheme!r} does not apply here; use one of {SCHEMES}")
+    pushed = order if scheme == "forward" else order - 1
+    per_point = max(widths) * multi_index.count(n_vars, pushed) * np.dtype(dtype).itemsize
+    chunk = int(max(1, min(batch, _CHUNK_BYTES // per_point)))
+    result = np.empty((batch, widths[-1], columns), dtype=dtype)
+    for start in range(0, batch, chunk):
+        block = points[start:start + chunk]
+        if scheme == "forward":
+            series, _ = _push(weights, biases, hidden_activations, output_activation, block, order, variables, dtype)
+        else:
+            series = _top_vertex(weights, biases, hidden_activations, block, order, variables, dtype)
+        result[start:start + chunk] = series.transpose(2, 0, 1)
+    return result
+
+
+def _push(weights, biases, hidden_activations, output_activation, points, order, variables, dtype, record=False):
+    """Forward series (n_out, M, points) up to `order`; with record, also each hidden layer's
+    pre-activation series."""
+    n_vars = variables.size
+    columns = multi_index.count(n_vars, order)
     tables = multi_index.vertex_tables(n_vars, order)
     first = np.asarray(weights[0], dtype=dtype)
-    series = np.zeros((first.shape[0], batch, columns), dtype=dtype)
-    series[:, :, 0] = first @ points.T + np.asarray(biases[0], dtype=dtype)[:, None]
+    series = np.zeros((first.shape[0], columns, points.shape[0]), dtype=dtype)
+    series[:, 0, :] = first @ points.T + np.asarray(biases[0], dtype=dtype)[:, None]
     # The first affine map is exactly linear: its order-1 coefficients are the weight columns.
-    series[:, :, 1:1 + n_vars] = first[:, variables][:, None, :]
-    return _propagate(series, weights, biases, hidden_activations, output_activation, order, dtype,
-                      "compose_multivariate", tables).transpose(1, 0, 2)
+    series[:, 1:1 + n_vars, :] = first[:, variables][:, :, None]
+    recorded = []
+    for layer in range(1, len(weights)):
+        if record:
+            recorded.append(series)
+        series = _vertex_layer_multivariate(series, hidden_activations[layer - 1], order, tables)
+        series = _affine(series, weights[layer], biases[layer], dtype)
+    if output_activation is not None:
+        series = _vertex_layer_multivariate(series, output_activation, order, tables)
+    return series, recorded
+
+
+def _affine(series, weight, bias, dtype):
+    """W @ series over the neuron axis, all coefficients and points in one matrix product."""
+    weight = np.asarray(weight, dtype=dtype)
+    width, columns, points = series.shape
+    series = (weight @ series.reshape(width, columns * points)).reshape(weight.shape[0], columns, points)
+    series[:, 0, :] += np.asarray(bias, dtype=dtype)[:, None]
+    return series
+
+
+def _vertex_layer_multivariate(series, activation, order, tables):
+    module = kernel_module(activation, order)
+    out = np.empty_like(series)
+    call_kernel(module, "compose_multivariate", series, out, *tables)
+    return out
+
+
+def _values(series, activation, order):
+    """s^(m)(z0)/m! for m = 0..order at each neuron and point: (neurons, order + 1, points)."""
+    module = kernel_module(activation, order)
+    z0 = np.ascontiguousarray(series[:, 0, :]).reshape(-1)
+    out = np.empty((z0.size, order + 1), dtype=series.dtype)
+    call_kernel(module, "taylor_derivatives", z0, out)
+    return out.reshape(series.shape[0], series.shape[2], order + 1).transpose(0, 2, 1)
+
+
+def _top_vertex(weights, biases, hidden_activations, points, order, variables, dtype):
+    """All coefficients up to `order` of a network with a linear output, by the topmost vertex."""
+    from . import top_vertex
+
+    lower, recorded = _push(weights, biases, hidden_activations, None, points, order - 1, variables, dtype,
+                            record=True)
+    n_vars = variables.size
+    lower_columns = lower.shape[1]
+    result = np.zeros((lower.shape[0], multi_index.count(n_vars, order), points.shape[0]), dtype=dtype)
+    result[:, :lower_columns, :] = lower
+    # Output propagators g(l) = d f / d a(l), one backward pass: (outputs, neurons, points).
+    last = np.asarray(weights[-1], dtype=dtype)
+    propagators = np.repeat(last[:, :, None], points.shape[0], axis=2)
+    for layer in range(len(weights) - 1, 0, -1):
+        derivatives = _values(recorded[layer - 1], hidden_activations[layer - 1], order)
+        result[:, lower_columns:, :] += top_vertex.contribution(recorded[layer - 1], derivatives, propagators,
+                                                                order, n_vars)
+        if layer > 1:
+            scaled = propagators * derivatives[None, :, 1, :]
+            propagators = np.einsum("onp,nk->okp", scaled, np.asarray(weights[layer - 1], dtype=dtype))
+    return result
 
 
 def directional_series(weights, biases, hidden_activations, output_activation, points, directions,
@@ -96,27 +197,20 @@ def directional_series(weights, biases, hidden_activations, output_activation, p
     series = np.zeros((first.shape[0], batch, order + 1), dtype=dtype)
     series[:, :, 0] = first @ points.T + np.asarray(biases[0], dtype=dtype)[:, None]
     series[:, :, 1] = first @ directions.T
-    return _propagate(series, weights, biases, hidden_activations, output_activation, order, dtype,
-                      "compose_directional", ()).transpose(1, 0, 2)
-
-
-def _propagate(series, weights, biases, hidden_activations, output_activation, order, dtype, kernel, tables):
-    """Alternate vertex layers (kernels) and affine maps (one matrix product each)."""
-    _, batch, columns = series.shape
     for layer in range(1, len(weights)):
-        series = _vertex_layer(series, hidden_activations[layer - 1], order, kernel, tables)
+        series = _vertex_layer_directional(series, hidden_activations[layer - 1], order)
         weight = np.asarray(weights[layer], dtype=dtype)
-        flat = weight @ series.reshape(series.shape[0], batch * columns)
-        series = flat.reshape(weight.shape[0], batch, columns)
+        flat = weight @ series.reshape(series.shape[0], batch * (order + 1))
+        series = flat.reshape(weight.shape[0], batch, order + 1)
         series[:, :, 0] += np.asarray(biases[layer], dtype=dtype)[:, None]
     if output_activation is not None:
-        series = _vertex_layer(series, output_activation, order, kernel, tables)
-    return series
+        series = _vertex_layer_directional(series, output_activation, order)
+    return series.transpose(1, 0, 2)
 
 
-def _vertex_layer(series, activation, order, kernel, tables):
+def _vertex_layer_directional(series, activation, order):
     module = kernel_module(activation, order)
     rows = series.reshape(-1, series.shape[-1])
     out = np.empty_like(rows)
-    call_kernel(module, kernel, rows, out, *tables)
+    call_kernel(module, "compose_directional", rows, out)
     return out.reshape(series.shape)

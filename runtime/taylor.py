@@ -56,10 +56,10 @@ class TaylorExpansion:
 
     def coefficient(self, alpha: Sequence[int]) -> np.ndarray:
         """The coefficients d^alpha f / alpha! of one multi-index alpha (exponents over all inputs)."""
-        alpha = np.asarray(alpha, dtype=np.int64)
+        alpha = _integer_exponents(alpha)
         if alpha.shape != (self.n_inputs,):
             raise FeynmlpError(f"alpha must have {self.n_inputs} exponents, got shape {alpha.shape}")
-        outside = [i for i in np.flatnonzero(alpha) if i not in self.wrt]
+        outside = [int(i) for i in np.flatnonzero(alpha) if i not in self.wrt]
         if outside:
             raise FeynmlpError(f"alpha differentiates inputs {outside}, which this expansion holds fixed (wrt={self.wrt})")
         if alpha.sum() > self.order or np.any(alpha < 0):
@@ -73,7 +73,7 @@ class TaylorExpansion:
         Not divided by factorials: entry [..., i1, ..., ik] is d^k f / dx_i1 ... dx_ik. Axes
         run over the expanded variables in the order of `wrt` (all inputs by default).
         """
-        if not isinstance(k, (int, np.integer)) or not 0 <= k <= self.order:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= self.order:
             raise FeynmlpError(f"derivative order must be between 0 and {self.order}, got {k!r}")
         n = len(self.wrt)
         batch, n_out, _ = self._coefficients.shape
@@ -177,9 +177,26 @@ def _check_points(x, n_inputs: int, what: str = "x") -> tuple[np.ndarray, bool]:
     return np.atleast_2d(points), points.ndim == 1
 
 
+def _integer_exponents(alpha) -> np.ndarray:
+    """alpha as an int64 array, refusing values that are not whole numbers (never truncating)."""
+    try:
+        values = np.asarray(alpha)
+        with np.errstate(invalid="ignore"):
+            exponents = values.astype(np.int64)
+    except (TypeError, ValueError, OverflowError):
+        raise FeynmlpError(f"alpha must be a list of integer exponents, got {alpha!r}") from None
+    if values.dtype.kind not in "iuf" or np.any(exponents != values):
+        raise FeynmlpError(f"alpha must be a list of integer exponents, got {alpha!r}")
+    return exponents
+
+
 def _check_wrt(wrt, n_inputs: int) -> tuple[int, ...]:
     if wrt is None:
         return tuple(range(n_inputs))
+    if np.asarray(wrt).dtype == bool:
+        # A boolean mask would be read as the indices 0 and 1; say so instead.
+        raise FeynmlpError(f"wrt must be a list of input indices, got the booleans {wrt!r}; for a mask "
+                           "pass np.flatnonzero(mask)")
     try:
         indices = [int(i) for i in np.atleast_1d(np.asarray(wrt))]
         if not np.all(np.asarray(wrt) == np.asarray(indices)):
@@ -203,7 +220,7 @@ def _activations(mlp: MLP, order: int):
 
 # ----------------------------------------------------------------------------- public API
 
-def taylor(mlp: MLP, x, order: int, wrt=None, dtype=np.float64) -> TaylorExpansion:
+def taylor(mlp: MLP, x, order: int, wrt=None, dtype=np.float64, scheme: str = "auto") -> TaylorExpansion:
     """All Taylor coefficients d^alpha f(x) / alpha! with |alpha| <= order.
 
     Args:
@@ -212,6 +229,9 @@ def taylor(mlp: MLP, x, order: int, wrt=None, dtype=np.float64) -> TaylorExpansi
         order: K >= 1.
         wrt: input indices to expand in (default all); the other inputs stay fixed at x.
         dtype: float64 (default) or float32.
+        scheme: "auto" (default: chosen by the network's shape), "forward" (every coefficient
+            through every layer; best for many outputs) or "top-vertex" (orders < K forward,
+            order K from the topmost vertex and the output propagators; linear outputs only).
 
     Returns:
         a TaylorExpansion; `.coefficients` has shape (batch, n_out, M) (or (n_out, M) for one
@@ -222,9 +242,14 @@ def taylor(mlp: MLP, x, order: int, wrt=None, dtype=np.float64) -> TaylorExpansi
     dtype = _check_dtype(dtype)
     points, single = _check_points(x, mlp.n_inputs)
     variables = _check_wrt(wrt, mlp.n_inputs)
+    if scheme not in forward.SCHEMES:
+        raise FeynmlpError(f"scheme must be one of {', '.join(forward.SCHEMES)}, got {scheme!r}")
     hidden, output = _activations(mlp, order)
+    if scheme == "top-vertex" and output is not None:
+        raise FeynmlpError("scheme 'top-vertex' needs a linear output layer; this network has output "
+                           f"activation {output!r}; use scheme='forward' or 'auto'")
     coefficients = forward.multivariate_series(mlp.weights, mlp.biases, hidden, output, points, order,
-                                               wrt=np.array(variables), dtype=dtype)
+                                               wrt=np.array(variables), dtype=dtype, scheme=scheme)
     return TaylorExpansion(coefficients, points, order, variables, mlp.n_inputs, single)
 
 
@@ -289,10 +314,18 @@ def diagram_contributions(mlp: MLP, x, alpha) -> list[DiagramContribution]:
     point, single = _check_points(x, mlp.n_inputs)
     if not single:
         raise FeynmlpError(f"diagram_contributions takes one point of shape ({mlp.n_inputs},), got {np.shape(x)}")
-    exponents = np.asarray(alpha)
+    exponents = _integer_exponents(alpha)
     if exponents.shape != (mlp.n_inputs,) or np.any(exponents < 0) or exponents.sum() < 1:
         raise FeynmlpError(f"alpha must be {mlp.n_inputs} nonnegative exponents with |alpha| >= 1, got {alpha!r}")
     order = _check_order(int(exponents.sum()))
+    from .codegen.diagrams import MAX_ENUMERATED_ORDER, count_trees  # pure Python, no SymPy
+
+    if order > MAX_ENUMERATED_ORDER:
+        # Refused before any kernel is generated for this order.
+        raise ResourceLimitError(
+            f"alpha {exponents.tolist()} has order {order}, whose {count_trees(order)} labelled trees are too "
+            f"many to list one by one (the limit is order {MAX_ENUMERATED_ORDER}); the coefficient itself "
+            "comes from feynmlp.taylor(..., wrt=[...]) or feynmlp.directional")
     hidden, output = _activations(mlp, order)
     indices = tuple(int(i) for i in np.repeat(np.arange(mlp.n_inputs), exponents))
     derivatives = [_raw_derivatives(activation, order) for activation in hidden]

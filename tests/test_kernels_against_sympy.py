@@ -24,13 +24,19 @@ def _close(got, want, rtol=1e-9):
     assert abs(got - want) <= rtol * scale, (got, want)
 
 
-@pytest.mark.parametrize("sizes,acts,out_act,order", CASES)
-def test_multivariate_coefficients(sizes, acts, out_act, order):
+# The top-vertex scheme applies to linear outputs only (with an output activation, "auto"
+# picks the forward scheme).
+SCHEME_CASES = [case + (scheme,) for case in CASES for scheme in ("forward", "top-vertex")
+                if scheme == "forward" or case[2] is None]
+
+
+@pytest.mark.parametrize("sizes,acts,out_act,order,scheme", SCHEME_CASES)
+def test_multivariate_coefficients(sizes, acts, out_act, order, scheme):
     rng = np.random.default_rng(sum(sizes) + order)
     weights, biases = random_mlp(rng, sizes)
     point = rng.normal(size=sizes[0]) * 0.5
     xs, outputs = symbolic_outputs(weights, biases, acts, out_act)
-    coefficients = forward.multivariate_series(weights, biases, acts, out_act, point[None], order)
+    coefficients = forward.multivariate_series(weights, biases, acts, out_act, point[None], order, scheme=scheme)
     exps = multi_index.exponents(sizes[0], order)
     assert coefficients.shape == (1, sizes[-1], len(exps))
     for o, expr in enumerate(outputs):
@@ -38,14 +44,16 @@ def test_multivariate_coefficients(sizes, acts, out_act, order):
             _close(got, want)
 
 
-def test_wrt_subset_and_batch():
+@pytest.mark.parametrize("scheme", ["forward", "top-vertex"])
+def test_wrt_subset_and_batch(scheme):
     rng = np.random.default_rng(7)
     sizes = (3, 2, 2, 1)
     weights, biases = random_mlp(rng, sizes)
     points = rng.normal(size=(2, 3)) * 0.5
     xs, (expr,) = symbolic_outputs(weights, biases, ["tanh", "sigmoid"])
     wrt = [2, 0]
-    coefficients = forward.multivariate_series(weights, biases, ["tanh", "sigmoid"], None, points, 3, wrt=wrt)
+    coefficients = forward.multivariate_series(weights, biases, ["tanh", "sigmoid"], None, points, 3, wrt=wrt,
+                                               scheme=scheme)
     alphas = np.zeros((multi_index.count(2, 3), 3), dtype=int)
     alphas[:, wrt] = multi_index.exponents(2, 3)
     for b, point in enumerate(points):
@@ -85,3 +93,15 @@ def test_order_beyond_shipped_is_generated_on_demand(tmp_path, monkeypatch):
     coefficients = forward.multivariate_series(weights, biases, ["tanh"], None, point[None], 5)
     for got, want in zip(coefficients[0, 0], taylor_coefficients(expr, xs, point, multi_index.exponents(2, 5))):
         _close(got, want)
+
+
+def test_schemes_agree_on_wider_networks():
+    """Both schemes against each other where SymPy would be too slow: several outputs, blocks."""
+    rng = np.random.default_rng(5)
+    weights, biases = random_mlp(rng, (6, 9, 7, 8, 3))
+    points = rng.normal(size=(5, 6)) * 0.5
+    acts = ["tanh", "gelu", "sin"]
+    for order in (2, 3, 4):
+        a = forward.multivariate_series(weights, biases, acts, None, points, order, scheme="forward")
+        b = forward.multivariate_series(weights, biases, acts, None, points, order, scheme="top-vertex")
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12 * np.abs(a).max())
