@@ -22,6 +22,11 @@ from .errors import ResourceLimitError
 from .kernels import call_kernel, kernel_module
 
 
+# Per-layer series arrays of one block of points stay below this many bytes: the matrix
+# products stay long (points x coefficients) while memory stays bounded.
+_CHUNK_BYTES = 128 * 2**20
+
+
 def memory_budget() -> int:
     """Bytes one expansion may allocate: FEYNMLP_MAX_MEMORY_GB, else 80 % of physical memory."""
     configured = os.environ.get("FEYNMLP_MAX_MEMORY_GB")
@@ -33,23 +38,31 @@ def memory_budget() -> int:
         return 8 * 2**30
 
 
-def _check_memory(widths, batch: int, columns: int, itemsize: int, order: int, n_vars: int, what: str) -> None:
-    # Two layer-sized arrays live at once (series in, series out), plus the result.
-    layer = max(widths) * batch * columns * itemsize
-    needed = 2 * layer + widths[-1] * batch * columns * itemsize
+def _size(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
+
+
+def _check_memory(widths, batch: int, columns: int, itemsize: int, order: int, n_vars: int, what: str,
+                  tables: int = 0) -> None:
+    """Refuse, before allocating anything, a request that would not fit in the memory budget.
+
+    Counts the result, two layer-sized series of one block of points, and the vertex index
+    tables (which depend only on the number of variables and the order).
+    """
+    per_point = max(widths) * columns * itemsize
+    block = min(batch, max(1, _CHUNK_BYTES // max(per_point, 1)))
+    needed = widths[-1] * batch * columns * itemsize + 2 * block * per_point + tables
     budget = memory_budget()
     if needed > budget:
         raise ResourceLimitError(
             f"{what} of order {order} in {n_vars} variables for {batch} point(s) needs about "
-            f"{needed / 2**30:.1f} GiB ({columns} coefficients per neuron and point, widest layer "
-            f"{max(widths)}), more than the {budget / 2**30:.1f} GiB allowed; restrict the variables "
-            "with wrt=[...], use fewer points per call, or use feynmlp.directional for the series "
-            "along chosen directions (set FEYNMLP_MAX_MEMORY_GB to change the limit)")
+            f"{_size(needed)} ({columns} coefficients per output and point, widest layer {max(widths)}"
+            + (f", vertex tables {_size(tables)}" if tables >= 2**20 else "") + f"), more than the {_size(budget)} "
+            "allowed; restrict the variables with wrt=[...], use fewer points per call, or use "
+            "feynmlp.directional for the series along chosen directions (set FEYNMLP_MAX_MEMORY_GB "
+            "to change the limit)")
 
 
-# Per-layer series arrays of one block of points stay below this many bytes: the matrix
-# products stay long (points x coefficients) while memory stays bounded.
-_CHUNK_BYTES = 128 * 2**20
 SCHEMES = ("auto", "forward", "top-vertex")
 
 
@@ -91,7 +104,8 @@ def multivariate_series(weights, biases, hidden_activations, output_activation, 
     n_vars = variables.size
     columns = multi_index.count(n_vars, order)
     widths = [w.shape[0] for w in weights]
-    _check_memory(widths, batch, columns, np.dtype(dtype).itemsize, order, n_vars, "a multivariate expansion")
+    _check_memory(widths, batch, columns, np.dtype(dtype).itemsize, order, n_vars, "a multivariate expansion",
+                  tables=multi_index.vertex_table_bytes(n_vars, order))
     if scheme == "auto":
         scheme = choose_scheme(widths[-1], order, output_activation is not None, n_vars)
     if scheme == "top-vertex" and order < 2:

@@ -102,6 +102,34 @@ def _columns_of_tuples(n: int, order: int, tuples: np.ndarray, degrees: np.ndarr
     return columns
 
 
+def vertex_table_rows(n: int, order: int) -> dict[int, int]:
+    """Rows of each valence-m vertex table, counted without building it (for memory checks).
+
+    Counts multisets of nonzero multi-indices by their number m and total order s, one
+    order d of the parts at a time (a multiset of t parts of order d: C(C(n+d-1, d) + t - 1, t)).
+    """
+    ways = [[0] * (order + 1) for _ in range(order + 1)]  # ways[m][s]
+    ways[0][0] = 1
+    for d in range(1, order + 1):
+        kinds = count_of_order(n, d)
+        updated = [row[:] for row in ways]
+        for m in range(order + 1):
+            for s in range(order + 1):
+                if not ways[m][s]:
+                    continue
+                for t in range(1, (order - s) // d + 1):
+                    if m + t > order:
+                        break
+                    updated[m + t][s + t * d] += ways[m][s] * math.comb(kinds + t - 1, t)
+        ways = updated
+    return {m: sum(ways[m]) for m in range(2, order + 1)}
+
+
+def vertex_table_bytes(n: int, order: int) -> int:
+    """Peak bytes of building the vertex tables (int64 members, targets and merge work)."""
+    return sum(rows * 8 * (m + 2 + 2 * m * order) for m, rows in vertex_table_rows(n, order).items())
+
+
 @functools.lru_cache(maxsize=16)
 def vertex_tables(n: int, order: int) -> tuple[np.ndarray, ...]:
     """(table2, weight2, table3, weight3, ..., tableK, weightK) for the generated kernels.
