@@ -9,6 +9,10 @@ In: step potentials U of shape (..., N) (U_n on [(n-1) R/N, n R/N), zero beyond 
 - sample_potentials(n, grid, R, seed, ...): random shallow ensembles (potentials.py);
 - make_dataset / write_dataset / load_dataset: labelled .npz data sets (dataset.py);
 - potential_to_U / U_to_potential / reduced_mass: MeV and fm (units.py);
+- TrainConfig / train_network / train_ensemble: PyTorch training with the scalings folded
+  into the saved networks (training.py; needs the `train` extra);
+- PRESETS / run_iterations / combine: the iterative network perturbation theory
+  (perturbation.py); reproduce: the whole experiment with its report (report.py);
 - the `feynmlp born` command line (cli.py).
 
 Names are loaded on first use, so that `import feynmlp.born.cli` (run by every `feynmlp`
@@ -38,6 +42,13 @@ _EXPORTS = {
     "potential_to_U": "units",
     "U_to_potential": "units",
     "reduced_mass": "units",
+    "TrainConfig": "training",
+    "train_network": "training",
+    "train_ensemble": "training",
+    "PRESETS": "perturbation",
+    "run_iterations": "perturbation",
+    "combine": "perturbation",
+    "reproduce": "report",
 }
 
 __all__ = sorted(_EXPORTS)
