@@ -154,7 +154,10 @@ def _check_order(order) -> int:
 
 
 def _check_dtype(dtype):
-    dtype = np.dtype(dtype)
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise FeynmlpError(f"dtype must be float64 or float32, got {dtype!r}") from None
     if dtype not in (np.dtype(np.float64), np.dtype(np.float32)):
         raise FeynmlpError(f"dtype must be float64 or float32, got {dtype}")
     return dtype
@@ -178,16 +181,21 @@ def _check_points(x, n_inputs: int, what: str = "x") -> tuple[np.ndarray, bool]:
 
 
 def _integer_exponents(alpha) -> np.ndarray:
-    """alpha as an int64 array, refusing values that are not whole numbers (never truncating)."""
+    """alpha as an array of integers; anything else (floats, even 1.0, as for `order`) is refused.
+
+    Python integers beyond int64 stay Python integers (an object array), so that the order
+    check names them instead of an overflow.
+    """
     try:
         values = np.asarray(alpha)
-        with np.errstate(invalid="ignore"):
-            exponents = values.astype(np.int64)
-    except (TypeError, ValueError, OverflowError):
+    except (TypeError, ValueError):  # ragged nesting
         raise FeynmlpError(f"alpha must be a list of integer exponents, got {alpha!r}") from None
-    if values.dtype.kind not in "iuf" or np.any(exponents != values):
-        raise FeynmlpError(f"alpha must be a list of integer exponents, got {alpha!r}")
-    return exponents
+    if values.dtype.kind in "iu":
+        return values.astype(np.int64)
+    if values.dtype.kind == "O" and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                        for v in values.flat):
+        return values
+    raise FeynmlpError(f"alpha must be a list of integer exponents, got {alpha!r}")
 
 
 def _check_wrt(wrt, n_inputs: int) -> tuple[int, ...]:
