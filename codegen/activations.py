@@ -115,19 +115,33 @@ def _carrier(name: str, code: str, derivative, definition) -> Carrier:
 def _builtin(name: str) -> ActivationSpec:
     z = Z
     if name == "tanh":
-        t = sp.Symbol("t", real=True)
-        return ActivationSpec(name, t, (_carrier("t", "math.tanh(x)", 1 - t**2, sp.tanh(z)),), sp.tanh(z))
+        # Two carriers, t = tanh(z) and u = 1 - t^2 = sech^2(z) computed directly: every
+        # derivative of order >= 1 carries a factor u, and 1 - t*t would lose all relative
+        # precision once the neuron saturates (|z| > 10).
+        t, u = sp.Symbol("t", real=True), sp.Symbol("u", real=True)
+        return ActivationSpec(name, t, (
+            _carrier("t", "math.tanh(x)", u, sp.tanh(z)),
+            _carrier("u", "4.0 * math.exp(-2.0 * abs(x)) / ((1.0 + math.exp(-2.0 * abs(x))) * (1.0 + math.exp(-2.0 * abs(x))))",
+                     -2 * t * u, 1 - sp.tanh(z)**2),
+        ), sp.tanh(z))
     if name in ("sigmoid", "softplus", "silu"):
-        # sigma(z) = (1 + tanh(z/2))/2 never overflows, unlike 1/(1 + exp(-z)) for z << 0.
-        g = sp.Symbol("g", real=True)
-        logistic = _carrier("g", "0.5 * (1.0 + math.tanh(0.5 * x))", g * (1 - g), 1 / (1 + sp.exp(-z)))
+        # g = sigma(z) and h = 1 - g = sigma(-z), each evaluated on the side where exp() cannot
+        # overflow; carrying h separately keeps relative precision in saturation, where
+        # 1 - g would cancel.
+        g, h = sp.Symbol("g", real=True), sp.Symbol("h", real=True)
+        logistic = (
+            _carrier("g", "1.0 / (1.0 + math.exp(-x)) if x >= 0.0 else math.exp(x) / (1.0 + math.exp(x))",
+                     g * h, 1 / (1 + sp.exp(-z))),
+            _carrier("h", "math.exp(-x) / (1.0 + math.exp(-x)) if x >= 0.0 else 1.0 / (1.0 + math.exp(x))",
+                     -g * h, 1 / (1 + sp.exp(z))),
+        )
         if name == "sigmoid":
-            return ActivationSpec(name, g, (logistic,), 1 / (1 + sp.exp(-z)))
+            return ActivationSpec(name, g, logistic, 1 / (1 + sp.exp(-z)))
         if name == "silu":
-            return ActivationSpec(name, z * g, (logistic,), z / (1 + sp.exp(-z)))
+            return ActivationSpec(name, z * g, logistic, z / (1 + sp.exp(-z)))
         # softplus(z) = log(1 + e^z), written so that neither branch overflows.
         sp_value = _carrier("v", "max(x, 0.0) + math.log1p(math.exp(-abs(x)))", g, sp.log(1 + sp.exp(z)))
-        return ActivationSpec(name, sp_value.symbol, (logistic, sp_value), sp.log(1 + sp.exp(z)))
+        return ActivationSpec(name, sp_value.symbol, logistic + (sp_value,), sp.log(1 + sp.exp(z)))
     if name == "gelu":
         # GELU in its exact (erf) form: z * Phi(z), Phi the standard normal CDF, phi its density.
         phi_s, cdf_s = sp.Symbol("q", real=True), sp.Symbol("c", real=True)

@@ -163,7 +163,9 @@ def _check_dtype(dtype):
     return dtype
 
 
-def _check_points(x, n_inputs: int, what: str = "x") -> tuple[np.ndarray, bool]:
+def _check_points(x, n_inputs: int, what: str = "x", dtype=np.float64) -> tuple[np.ndarray, bool]:
+    if np.iscomplexobj(x):
+        raise FeynmlpError(f"{what} must hold real numbers, got dtype {np.asarray(x).dtype}")
     try:
         points = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -177,6 +179,10 @@ def _check_points(x, n_inputs: int, what: str = "x") -> tuple[np.ndarray, bool]:
                            f"(first at index {tuple(int(i) for i in np.argwhere(bad)[0])})")
     if points.ndim == 2 and points.shape[0] == 0:
         raise FeynmlpError(f"{what} holds no points (shape {points.shape})")
+    limit = np.finfo(dtype).max
+    if np.dtype(dtype) != np.float64 and np.any(np.abs(points) > limit):
+        raise FeynmlpError(f"{what} holds values beyond the largest {np.dtype(dtype)} ({limit:.3g}); "
+                           "use dtype=float64")
     return np.atleast_2d(points), points.ndim == 1
 
 
@@ -201,6 +207,8 @@ def _integer_exponents(alpha) -> np.ndarray:
 def _check_wrt(wrt, n_inputs: int) -> tuple[int, ...]:
     if wrt is None:
         return tuple(range(n_inputs))
+    if hasattr(wrt, "__len__") and len(wrt) > n_inputs:
+        raise FeynmlpError(f"wrt holds {len(wrt)} indices but the network has only {n_inputs} inputs")
     if np.asarray(wrt).dtype == bool:
         # A boolean mask would be read as the indices 0 and 1; say so instead.
         raise FeynmlpError(f"wrt must be a list of input indices, got the booleans {wrt!r}; for a mask "
@@ -215,10 +223,28 @@ def _check_wrt(wrt, n_inputs: int) -> tuple[int, ...]:
         raise FeynmlpError("wrt is empty; give at least one input index")
     bad = [i for i in indices if not 0 <= i < n_inputs]
     if bad:
-        raise FeynmlpError(f"wrt holds input indices {bad} outside 0..{n_inputs - 1}")
+        shown = ", ".join(str(i) for i in bad[:10]) + (f", ... ({len(bad)} in all)" if len(bad) > 10 else "")
+        raise FeynmlpError(f"wrt holds input indices [{shown}] outside 0..{n_inputs - 1}")
     if len(set(indices)) != len(indices):
         raise FeynmlpError(f"wrt holds repeated indices: {indices}")
     return tuple(indices)
+
+
+def _check_nonfinite_option(nonfinite) -> None:
+    if nonfinite not in ("raise", "propagate"):
+        raise FeynmlpError(f"nonfinite must be 'raise' or 'propagate', got {nonfinite!r}")
+
+
+def _refuse_nonfinite(values: np.ndarray, what: str, describe) -> None:
+    """A FeynmlpError naming the first inf/NaN result (finite inputs overflowed inside the network)."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        point, output, column = (int(i) for i in np.argwhere(bad)[0])
+        raise FeynmlpError(
+            f"{int(bad.sum())} {what}(s) overflowed to inf/NaN inside the network although the inputs are "
+            f"finite (first: point {point}, output {output}, {describe(column)}); the pre-activations are "
+            "too large for the activation's derivatives in this dtype (try float64 or smaller inputs), or "
+            "pass nonfinite='propagate' to get them as inf/NaN")
 
 
 def _activations(mlp: MLP, order: int):
@@ -228,7 +254,8 @@ def _activations(mlp: MLP, order: int):
 
 # ----------------------------------------------------------------------------- public API
 
-def taylor(mlp: MLP, x, order: int, wrt=None, dtype=np.float64, scheme: str = "auto") -> TaylorExpansion:
+def taylor(mlp: MLP, x, order: int, wrt=None, dtype=np.float64, scheme: str = "auto",
+           nonfinite: str = "raise") -> TaylorExpansion:
     """All Taylor coefficients d^alpha f(x) / alpha! with |alpha| <= order.
 
     Args:
@@ -240,6 +267,9 @@ def taylor(mlp: MLP, x, order: int, wrt=None, dtype=np.float64, scheme: str = "a
         scheme: "auto" (default: chosen by the network's shape), "forward" (every coefficient
             through every layer; best for many outputs) or "top-vertex" (orders < K forward,
             order K from the topmost vertex and the output propagators; linear outputs only).
+        nonfinite: "raise" (default): finite inputs whose coefficients overflow inside the
+            network (an exp layer with large pre-activations, say) give a FeynmlpError naming
+            the first such coefficient; "propagate": return them as inf/NaN.
 
     Returns:
         a TaylorExpansion; `.coefficients` has shape (batch, n_out, M) (or (n_out, M) for one
@@ -248,7 +278,7 @@ def taylor(mlp: MLP, x, order: int, wrt=None, dtype=np.float64, scheme: str = "a
     mlp = _check_mlp(mlp)
     order = _check_order(order)
     dtype = _check_dtype(dtype)
-    points, single = _check_points(x, mlp.n_inputs)
+    points, single = _check_points(x, mlp.n_inputs, dtype=dtype)
     variables = _check_wrt(wrt, mlp.n_inputs)
     if scheme not in forward.SCHEMES:
         raise FeynmlpError(f"scheme must be one of {', '.join(forward.SCHEMES)}, got {scheme!r}")
@@ -256,12 +286,15 @@ def taylor(mlp: MLP, x, order: int, wrt=None, dtype=np.float64, scheme: str = "a
     if scheme == "top-vertex" and output is not None:
         raise FeynmlpError("scheme 'top-vertex' needs a linear output layer; this network has output "
                            f"activation {output!r}; use scheme='forward' or 'auto'")
+    _check_nonfinite_option(nonfinite)
     coefficients = forward.multivariate_series(mlp.weights, mlp.biases, hidden, output, points, order,
                                                wrt=np.array(variables), dtype=dtype, scheme=scheme)
+    if nonfinite == "raise":
+        _refuse_nonfinite(coefficients, "coefficient", lambda c: f"multi-index column {c}")
     return TaylorExpansion(coefficients, points, order, variables, mlp.n_inputs, single)
 
 
-def directional(mlp: MLP, x, v, order: int, dtype=np.float64) -> np.ndarray:
+def directional(mlp: MLP, x, v, order: int, dtype=np.float64, nonfinite: str = "raise") -> np.ndarray:
     """Coefficients of t -> f(x + t v) up to t^order (univariate Taylor mode).
 
     x and v are (n_in,) or (batch, n_in) and broadcast against each other. Returns
@@ -271,15 +304,18 @@ def directional(mlp: MLP, x, v, order: int, dtype=np.float64) -> np.ndarray:
     mlp = _check_mlp(mlp)
     order = _check_order(order)
     dtype = _check_dtype(dtype)
-    points, single_x = _check_points(x, mlp.n_inputs, "x")
-    directions, single_v = _check_points(v, mlp.n_inputs, "v")
+    points, single_x = _check_points(x, mlp.n_inputs, "x", dtype)
+    directions, single_v = _check_points(v, mlp.n_inputs, "v", dtype)
     try:
         points, directions = np.broadcast_arrays(points, directions)
     except ValueError:
         raise FeynmlpError(f"x and v hold different numbers of points ({points.shape[0]} and {directions.shape[0]})") from None
     hidden, output = _activations(mlp, order)
+    _check_nonfinite_option(nonfinite)
     series = forward.directional_series(mlp.weights, mlp.biases, hidden, output, np.ascontiguousarray(points),
                                         np.ascontiguousarray(directions), order, dtype=dtype)
+    if nonfinite == "raise":
+        _refuse_nonfinite(series, "directional coefficient", lambda k: f"t^{k}")
     return series[0] if single_x and single_v else series
 
 

@@ -46,11 +46,32 @@ def test_generated_derivative_kernels(name, order):
                                    rtol=1e-12, atol=1e-14)
 
 
-def test_tanh_derivatives_are_polynomials_in_tanh():
+def test_tanh_derivatives_are_polynomials_in_tanh_and_sech2():
     spec = get_activation("tanh")
-    t = spec.carriers[0].symbol
-    assert spec.taylor_derivatives(2)[1] == 1 - t**2
-    assert all(d.free_symbols <= {t} for d in spec.taylor_derivatives(6))
+    t, u = (c.symbol for c in spec.carriers)
+    derivs = spec.taylor_derivatives(6)
+    assert derivs[1] == u
+    assert all(d.free_symbols <= {t, u} for d in derivs)
+    # With u = 1 - t^2 they are the classic polynomials in tanh: tanh'' / 2 = -t (1 - t^2).
+    assert sp.expand(derivs[2].subs(u, 1 - t**2) - (-t * (1 - t**2))) == 0
+
+
+@pytest.mark.parametrize("name", ["tanh", "sigmoid", "softplus", "silu"])
+def test_saturated_neurons_keep_relative_precision(name):
+    # Far in saturation the derivatives are tiny; computing them as 1 - t*t or 1 - sigma
+    # would cancel to garbage. Reference: SymPy's diff of the closed form at 40 digits.
+    order = 4
+    module = kernel_module(name, order)
+    points = np.array([-25.0, -12.0, 12.0, 25.0])
+    out = np.empty((points.size, order + 1))
+    module.taylor_derivatives(points, out)
+    for row, point in zip(out, points):
+        z = sp.Symbol("z", real=True)
+        expr = ACTIVATION_FORMULAS[name](z)
+        for m in range(1, order + 1):
+            want = float(sp.diff(expr, z, m).subs(z, sp.Integer(int(point))).evalf(40)) / math.factorial(m)
+            if want != 0.0:
+                assert abs(row[m] - want) <= 1e-12 * abs(want), (name, point, m, row[m], want)
 
 
 def test_custom_activation_derivatives():
