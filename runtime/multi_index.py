@@ -66,12 +66,18 @@ def layout(n: int, order: int):
     return offsets, order_of_column, padded
 
 
+@functools.lru_cache(maxsize=16)
 def exponents(n: int, order: int) -> np.ndarray:
-    """All multi-indices up to `order` as exponent vectors, shape (M, n), in column order."""
+    """All multi-indices up to `order` as exponent vectors, shape (M, n), in column order (read-only)."""
     offsets, _, padded = layout(n, order)
     result = np.zeros((offsets[-1], n), dtype=np.int64)
-    rows = np.repeat(np.arange(offsets[-1]), (padded < n).sum(axis=1))
-    np.add.at(result, (rows, padded[padded < n]), 1)
+    for k in range(1, order + 1):
+        block = result[offsets[k]:offsets[k + 1]]
+        rows = np.arange(block.shape[0])
+        for column in range(k):
+            # A sorted tuple names each variable once per power: count them one slot at a time.
+            block[rows, padded[offsets[k]:offsets[k + 1], column]] += 1
+    result.setflags(write=False)
     return result
 
 

@@ -9,6 +9,7 @@ feynmlp.forward (kernels) and feynmlp.diagram_values (propagators and vertices).
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from typing import Sequence
@@ -41,10 +42,18 @@ class TaylorExpansion:
         self.wrt = wrt
         self.n_inputs = n_inputs
         self.point = points[0] if single else points
-        local = multi_index.exponents(len(wrt), order)
-        self.multi_indices = np.zeros((local.shape[0], n_inputs), dtype=np.int64)
-        self.multi_indices[:, list(wrt)] = local
-        self._local = local
+
+    @functools.cached_property
+    def _local(self) -> np.ndarray:
+        """Exponents over the expanded variables only, (M, len(wrt))."""
+        return multi_index.exponents(len(self.wrt), self.order)
+
+    @functools.cached_property
+    def multi_indices(self) -> np.ndarray:
+        # Built on first use: for 64 inputs at order 3 it is a 24 MB table.
+        full = np.zeros((self._local.shape[0], self.n_inputs), dtype=np.int64)
+        full[:, list(self.wrt)] = self._local
+        return full
 
     @property
     def coefficients(self) -> np.ndarray:
