@@ -66,6 +66,11 @@ def validate_order(order) -> int:
     return order
 
 
+def is_shipped(name: str, order: int) -> bool:
+    """True if generated/ ships the kernel of built-in `name` at `order` (ReLU-likes: order 1)."""
+    return order in SHIPPED_ORDERS and (name in BUILTIN_ACTIVATIONS or order == 1)
+
+
 def is_sympy_expression(obj) -> bool:
     """True for a SymPy expression, without importing SymPy when the caller has not."""
     sympy = sys.modules.get("sympy")
@@ -85,7 +90,7 @@ def kernel_module(activation, order: int):
         return _cached_kernel(activation, order, cache_folder())
     name = canonical_name(activation)
     check_order_supported(name, order)
-    if order in SHIPPED_ORDERS and (name in BUILTIN_ACTIVATIONS or order == 1):
+    if is_shipped(name, order):
         return _shipped_kernel(name, order)
     return _cached_kernel(name, order, cache_folder())
 

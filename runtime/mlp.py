@@ -18,13 +18,13 @@ and torch is imported inside `from_torch`.
 from __future__ import annotations
 
 import math
-import sys
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .activation_names import RELU_LIKE, canonical_name, check_order_supported
 from .errors import FeynmlpError, UnsupportedActivationError
+from .kernels import is_sympy_expression
 
 __all__ = ["MLP"]
 
@@ -71,16 +71,6 @@ _NUMPY_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 # Recognising and checking activations.
 # ----------------------------------------------------------------------------------------
 
-def _is_sympy_object(obj: Any) -> bool:
-    """True for any SymPy object, without importing SymPy when the caller has not."""
-    # A SymPy object cannot exist unless SymPy is already imported, so this check never is
-    # the import that pulls SymPy into a runtime-only process.
-    if "sympy" not in sys.modules:
-        return False
-    import sympy
-    return isinstance(obj, sympy.Basic)
-
-
 def _check_custom_expression(expr: Any, where: str) -> Any:
     """Validate a SymPy activation; returns it unchanged."""
     import sympy
@@ -116,7 +106,7 @@ def _normalise_one(value: Any, where: str) -> Any:
     """A canonical built-in name, or a validated SymPy expression."""
     if isinstance(value, str):
         return canonical_name(value)
-    if _is_sympy_object(value):
+    if is_sympy_expression(value):
         return _check_custom_expression(value, where)
     raise UnsupportedActivationError(
         f"{where}: an activation must be a built-in name such as 'tanh' or a SymPy expression in "

@@ -158,10 +158,6 @@ def _check_mlp(mlp) -> MLP:
     return mlp
 
 
-def _check_order(order) -> int:
-    return validate_order(int(order) if isinstance(order, np.integer) else order)
-
-
 def _check_dtype(dtype):
     try:
         dtype = np.dtype(dtype)
@@ -285,7 +281,7 @@ def taylor(mlp: MLP, x, order: int, wrt=None, dtype=np.float64, scheme: str = "a
         point) with M = C(n + K, K), n = len(wrt).
     """
     mlp = _check_mlp(mlp)
-    order = _check_order(order)
+    order = validate_order(order)
     dtype = _check_dtype(dtype)
     points, single = _check_points(x, mlp.n_inputs, dtype=dtype)
     variables = _check_wrt(wrt, mlp.n_inputs)
@@ -311,7 +307,7 @@ def directional(mlp: MLP, x, v, order: int, dtype=np.float64, nonfinite: str = "
     series, the k-th Born term of a potential U is directional(mlp, 0, U, K)[..., k].
     """
     mlp = _check_mlp(mlp)
-    order = _check_order(order)
+    order = validate_order(order)
     dtype = _check_dtype(dtype)
     points, single_x = _check_points(x, mlp.n_inputs, "x", dtype)
     directions, single_v = _check_points(v, mlp.n_inputs, "v", dtype)
@@ -370,7 +366,7 @@ def diagram_contributions(mlp: MLP, x, alpha) -> list[DiagramContribution]:
     exponents = _integer_exponents(alpha)
     if exponents.shape != (mlp.n_inputs,) or np.any(exponents < 0) or exponents.sum() < 1:
         raise FeynmlpError(f"alpha must be {mlp.n_inputs} nonnegative exponents with |alpha| >= 1, got {alpha!r}")
-    order = _check_order(int(exponents.sum()))
+    order = validate_order(int(exponents.sum()))
     from .codegen.diagrams import MAX_ENUMERATED_ORDER, count_trees  # pure Python, no SymPy
 
     if order > MAX_ENUMERATED_ORDER:
