@@ -218,31 +218,28 @@ def top_vertex_flops(sizes, batch: int, order: int) -> int:
     FLOPs = multivariate_flops(sizes, B, K - 1)                         forward push, orders < K
           + sum over hidden layers below the last of (n_out n_l B + 2 n_out n_l n_(l-1) B)
                                                                          output propagators
-          + sum over hidden layers l, valences m = 2..K, right orders r of
-                n_out B (2 n_l u n_r + n_l u + 2 R_mr) + n_l B u (m - 2)
-    where, per group (m, r): u = multisets of m-1 nonzero multi-indices of total K - r, each of
-    degree <= r (the distinct left tuples), n_r = C(n+r-1, r) (right multi-indices: one GEMM
-    (u x n_l) @ (n_l x n_r) per point and output, canonical or not), R_mr = the table rows of
-    valence m with target order K and largest source order r (the sparse scatter's nonzeros).
-    This reproduces feynmlp.top_vertex.plan's group shapes exactly.
+          + sum over hidden layers l of n_l B V'                          R = h'(dz) per neuron
+          + sum over hidden layers l of n_out B (n_l M' + sum over tiles (2 n_l + 2) rows width)
+    with V' = (M' - 1) + sum_{m=2..K-1} R_m (m + 2) over the vertex tables of order K-1 (as in
+    multivariate_flops), M' = C(n+K-1, K-1), and the tiles of feynmlp.top_vertex.plan(n, K):
+    one GEMM (rows x n_l) @ (n_l x width) per tile, point and output, then one multiply-add per
+    product entry into its target. The tiles are read from the plan itself, so this counts the
+    products the kernel executes, including the few masked ones at tile edges.
     """
+    from feynmlp import top_vertex
+
     n, n_out, hidden = sizes[0], sizes[-1], sizes[1:-1]
     flops = multivariate_flops(sizes, batch, order - 1)
     flops += sum(n_out * upper * batch + 2 * n_out * upper * lower * batch
                  for lower, upper in zip(hidden[:-1], hidden[1:]))
-    per_width = 0  # per neuron of a hidden layer and per point
-    for m in range(2, order + 1):
-        for r in range(1, order + 1):
-            if order - r < m - 1 or r * m < order:
-                continue
-            u = multisets(n, r, m - 1, order - r)[m - 1][order - r]
-            rows = multisets(n, r, m, order)[m][order] - multisets(n, r - 1, m, order)[m][order]
-            if u == 0 or rows == 0:
-                continue
-            n_right = math.comb(n + r - 1, r)
-            per_width += n_out * (2 * u * n_right + u) + u * (m - 2)
-            flops += 2 * n_out * rows * batch * len(hidden)
-    flops += sum(width * batch * per_width for width in hidden)
+    lower_columns = math.comb(n + order - 1, order - 1)
+    rows = multiset_counts(n, order - 1)
+    derivative_series = (lower_columns - 1) + sum(r * (m + 2) for m, r in rows.items())
+    tiles = top_vertex.plan(n, order).tiles
+    entries = int(((tiles[:, 1] - tiles[:, 0]) * tiles[:, 2]).sum())
+    for width in hidden:
+        flops += width * batch * derivative_series
+        flops += n_out * batch * (width * lower_columns + (2 * width + 2) * entries)
     return flops
 
 

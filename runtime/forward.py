@@ -104,15 +104,21 @@ def multivariate_series(weights, biases, hidden_activations, output_activation, 
     n_vars = variables.size
     columns = multi_index.count(n_vars, order)
     widths = [w.shape[0] for w in weights]
-    _check_memory(widths, batch, columns, np.dtype(dtype).itemsize, order, n_vars, "a multivariate expansion",
-                  tables=multi_index.vertex_table_bytes(n_vars, order))
     if scheme == "auto":
         scheme = choose_scheme(widths[-1], order, output_activation is not None, n_vars)
-    if scheme == "top-vertex" and order < 2:
-        scheme = "forward"  # order 1 has no vertex: both schemes are the same Jacobian pass
+    if scheme == "top-vertex" and (order < 2 or len(weights) < 2):
+        scheme = "forward"  # no vertex (order 1, or no hidden layer): both schemes are the same pass
     if scheme not in SCHEMES[1:] or (scheme == "top-vertex" and output_activation is not None):
         raise ValueError(f"scheme {scheme!r} does not apply here; use one of {SCHEMES}")
-    pushed = order if scheme == "forward" else order - 1
+    if scheme == "forward":
+        tables = multi_index.vertex_table_bytes(n_vars, order)
+    else:
+        from .top_vertex import plan_bytes
+
+        tables = multi_index.vertex_table_bytes(n_vars, order - 1) + plan_bytes(n_vars, order)
+    _check_memory(widths, batch, columns, np.dtype(dtype).itemsize, order, n_vars, "a multivariate expansion",
+                  tables=tables)
+    pushed = order if scheme == "forward" else _top_vertex_pushed(order)
     per_point = max(widths) * multi_index.count(n_vars, pushed) * np.dtype(dtype).itemsize
     chunk = int(max(1, min(batch, _CHUNK_BYTES // per_point)))
     result = np.empty((batch, widths[-1], columns), dtype=dtype)
@@ -122,21 +128,32 @@ def multivariate_series(weights, biases, hidden_activations, output_activation, 
             series, _ = _push(weights, biases, hidden_activations, output_activation, block, order, variables, dtype)
         else:
             series = _top_vertex(weights, biases, hidden_activations, block, order, variables, dtype)
-        result[start:start + chunk] = series.transpose(2, 0, 1)
+        result[start:start + chunk] = series.transpose(0, 2, 1)
     return result
 
 
+def _top_vertex_pushed(order):
+    from .top_vertex import pushed_order
+
+    return pushed_order(order)
+
+
 def _push(weights, biases, hidden_activations, output_activation, points, order, variables, dtype, record=False):
-    """Forward series (n_out, M, points) up to `order`; with record, also each hidden layer's
-    pre-activation series."""
+    """Forward series (points, M, n_out) up to `order`; with record, also each hidden layer's
+    pre-activation series (points, M, neurons).
+
+    One block per point, neurons innermost: the vertex kernels vectorise over the neurons, the
+    affine maps are one matrix product over all points and coefficients, and the top-vertex
+    contraction reads each point's block without a transpose.
+    """
     n_vars = variables.size
     columns = multi_index.count(n_vars, order)
     tables = multi_index.vertex_tables(n_vars, order)
     first = np.asarray(weights[0], dtype=dtype)
-    series = np.zeros((first.shape[0], columns, points.shape[0]), dtype=dtype)
-    series[:, 0, :] = first @ points.T + np.asarray(biases[0], dtype=dtype)[:, None]
+    series = np.zeros((points.shape[0], columns, first.shape[0]), dtype=dtype)
+    series[:, 0, :] = points @ first.T + np.asarray(biases[0], dtype=dtype)
     # The first affine map is exactly linear: its order-1 coefficients are the weight columns.
-    series[:, 1:1 + n_vars, :] = first[:, variables][:, :, None]
+    series[:, 1:1 + n_vars, :] = first[:, variables].T[None, :, :]
     recorded = []
     for layer in range(1, len(weights)):
         if record:
@@ -149,11 +166,11 @@ def _push(weights, biases, hidden_activations, output_activation, points, order,
 
 
 def _affine(series, weight, bias, dtype):
-    """W @ series over the neuron axis, all coefficients and points in one matrix product."""
+    """W over the neuron axis, all points and coefficients in one matrix product."""
     weight = np.asarray(weight, dtype=dtype)
-    width, columns, points = series.shape
-    series = (weight @ series.reshape(width, columns * points)).reshape(weight.shape[0], columns, points)
-    series[:, 0, :] += np.asarray(bias, dtype=dtype)[:, None]
+    points, columns, width = series.shape
+    series = (series.reshape(points * columns, width) @ weight.T).reshape(points, columns, weight.shape[0])
+    series[:, 0, :] += np.asarray(bias, dtype=dtype)
     return series
 
 
@@ -165,34 +182,39 @@ def _vertex_layer_multivariate(series, activation, order, tables):
 
 
 def _values(series, activation, order):
-    """s^(m)(z0)/m! for m = 0..order at each neuron and point: (neurons, order + 1, points)."""
+    """s^(m)(z0)/m! for m = 0..order at each point and neuron: (points, order + 1, neurons)."""
     module = kernel_module(activation, order)
     z0 = np.ascontiguousarray(series[:, 0, :]).reshape(-1)
     out = np.empty((z0.size, order + 1), dtype=series.dtype)
     call_kernel(module, "taylor_derivatives", z0, out)
-    return out.reshape(series.shape[0], series.shape[2], order + 1).transpose(0, 2, 1)
+    return np.ascontiguousarray(out.reshape(series.shape[0], series.shape[2], order + 1).transpose(0, 2, 1))
 
 
 def _top_vertex(weights, biases, hidden_activations, points, order, variables, dtype):
-    """All coefficients up to `order` of a network with a linear output, by the topmost vertex."""
+    """All coefficients up to `order` of a network with a linear output, by the topmost vertex:
+    (points, M, outputs) like _push. Orders up to top_vertex.pushed_order(K) are pushed
+    forward; the top two (the top one for K = 2) come from the contraction."""
     from . import top_vertex
 
-    lower, recorded = _push(weights, biases, hidden_activations, None, points, order - 1, variables, dtype,
+    pushed = top_vertex.pushed_order(order)
+    lower, recorded = _push(weights, biases, hidden_activations, None, points, pushed, variables, dtype,
                             record=True)
     n_vars = variables.size
-    lower_columns = lower.shape[1]
-    result = np.zeros((lower.shape[0], multi_index.count(n_vars, order), points.shape[0]), dtype=dtype)
-    result[:, :lower_columns, :] = lower
-    # Output propagators g(l) = d f / d a(l), one backward pass: (outputs, neurons, points).
+    batch, outputs = points.shape[0], lower.shape[2]
+    # Output propagators g(l) = d f / d a(l), one backward pass: (outputs, points, neurons).
     last = np.asarray(weights[-1], dtype=dtype)
-    propagators = np.repeat(last[:, :, None], points.shape[0], axis=2)
-    for layer in range(len(weights) - 1, 0, -1):
-        derivatives = _values(recorded[layer - 1], hidden_activations[layer - 1], order)
-        result[:, lower_columns:, :] += top_vertex.contribution(recorded[layer - 1], derivatives, propagators,
-                                                                order, n_vars)
-        if layer > 1:
-            scaled = propagators * derivatives[None, :, 1, :]
-            propagators = np.einsum("onp,nk->okp", scaled, np.asarray(weights[layer - 1], dtype=dtype))
+    propagators = [np.ascontiguousarray(np.broadcast_to(last[:, None, :], (outputs, batch, last.shape[1])))]
+    derivatives = [_values(series, activation, order) for series, activation in zip(recorded, hidden_activations)]
+    between = [np.asarray(w, dtype=dtype) for w in weights[1:-1]]
+    for layer in range(len(recorded) - 1, 0, -1):
+        propagators.insert(0, (propagators[0] * derivatives[layer][None, :, 1, :]) @ between[layer - 1])
+    top = np.empty((outputs, batch, multi_index.count_of_order(n_vars, order)), dtype=dtype)
+    below = np.empty((outputs, batch, multi_index.count_of_order(n_vars, order - 1) if order > 2 else 0), dtype=dtype)
+    top_vertex.contract(recorded, derivatives, propagators, between, order, n_vars, top, below)
+    result = np.empty((batch, multi_index.count(n_vars, order), outputs), dtype=dtype)
+    result[:, :lower.shape[1], :] = lower
+    result[:, lower.shape[1]:lower.shape[1] + below.shape[2], :] = below.transpose(1, 2, 0)
+    result[:, lower.shape[1] + below.shape[2]:, :] = top.transpose(1, 2, 0)
     return result
 
 

@@ -1,23 +1,40 @@
-"""The highest order by its topmost vertex: order-K coefficients from order-(K-1) series.
+"""The highest orders by the topmost vertex: order K (and K-1) from series pushed to order K-2.
 
-In: for one hidden layer, the Taylor series of its pre-activations up to order K-1
-(neurons, M', points), the activation's Taylor derivatives s_m = s^(m)(z0)/m! at the point, and
-the output propagators g = df/da (outputs, neurons, points). Out: that layer's contribution to
-the order-K coefficients of the outputs, (outputs, M_K, points).
+In: per hidden layer, the Taylor series of its pre-activations pushed forward up to order
+K-2 (K-1 when K = 2), one block per point (points, M'', neurons), the activation's Taylor
+derivatives s_m = s^(m)(z0)/m! (points, K+1, neurons), the output propagators g = df/da
+(outputs, points, neurons), and the weights between hidden layers. Out: the coefficients of
+order K of every output (outputs, points, M_K) and, for K >= 3, those of order K-1.
 
-Why: every diagram of order K has a topmost vertex. Summing over the layer and neuron b of
-that vertex, the order-K coefficient of a scalar output is
+Why, in three steps (DESIGN.md section 2, "organised by the topmost vertex"):
 
-    sum_l sum_b g(l)_b * sum over multisets {alpha_1..alpha_m}, m >= 2, sum = gamma
-                         of s_m(z_b) * (orderings) * prod_i D(l)_{b; alpha_i},
+1. Every diagram of order K has a topmost vertex. Summing over the layer and the neuron b of
+   that vertex, the order-K coefficient of a scalar output is sum_l sum_b g(l)_b [h_b(dz_b)]_K
+   with dz_b the non-constant part of the pre-activation series and
+   h_b(y) = sum_{m >= 2} s_m y^m the vertices of valence >= 2 (valence 1 is inside g).
 
-with the forward coefficients D needed only to order K-1 (a much smaller series than order K)
-and g from one backward pass. The sum over b is a matrix product: for each vertex valence m
-the sources split into a "left" tuple (alpha_1..alpha_{m-1}, multiplied out elementwise) and
-the "right" multi-index alpha_m, and sum_b (g s_m)_b Left_{u,b} D_{b,r} is a batched GEMM over
-the points. A sparse matrix then adds each (left, right) product to its target gamma with its
-weight. Products that are not canonical (the same multiset in another order) get weight 0,
-the price of using BLAS instead of a gather loop.
+2. The order-K part of F = h(dz) is one product of two series. Applying x_i d/dx_i to F,
+       gamma_i F_gamma = sum_{alpha + beta = gamma} alpha_i D_alpha R_beta,   R = h'(dz),
+   for any variable i; with i = the first (smallest) variable of gamma only the pairs whose
+   alpha contains it remain, first(alpha) <= first(beta): half of all pairs. Per point and
+   split |alpha| = k1 this is a matrix product over the neurons (rows alpha, columns beta)
+   whose entries are added to their targets gamma = alpha + beta. Multi-indices are
+   lexicographic in their sorted variable tuples, so the allowed alphas of a tile of betas are
+   a prefix of the rows: each tile is one GEMM of only the needed rows, scattered while it is
+   still in cache.
+
+3. The series' own top order K-1 never has to be pushed through the affine maps (for n = 32,
+   M_{K-1} is ten times M_{K-2}, so that push would dominate). D_{K-1} enters the order-K
+   coefficient only linearly, through the valence-2 terms c_1 D_alpha D_j (c_1 = 2 s_2,
+   alpha of order K-1, j a variable), i.e. sum_l D_{K-1}(l)^T Y(l) with Y = g c_1 D_1. Since
+   D_{K-1}(l) = W_l (s_1 D_{K-1}(l-1) + P(l-1)), where P is the order-(K-1) part of the
+   products of lower orders (valence >= 2), the partners Y can be pulled backwards instead,
+   a few (neurons x neurons) @ (neurons x n) products per point:
+       sum_l D_{K-1}(l)^T Y(l) = sum_l P(l)^T V(l),  V(l) = W_{l+1}^T Y~(l+1),
+       Y~(L) = Y(L),  Y~(l) = Y(l) + s_1(l) W_{l+1}^T Y~(l+1).
+   The output's own order K-1 coefficient is sum_l g(l)^T P(l), one more column of the same
+   product. What remains per layer is composed per point from orders <= K-2: P and R, from
+   the vertex tables of order K-1 in one pass.
 """
 from __future__ import annotations
 
@@ -25,90 +42,331 @@ import dataclasses
 import functools
 
 import numpy as np
+from numba import njit
 
 from . import multi_index
 
-# Work arrays of one block stay below this many bytes (they are rebuilt per block of sources).
-_BLOCK_BYTES = 64 * 2**20
+# Columns (betas) per GEMM tile: large enough for BLAS, small enough that the tile's product
+# and its targets stay in the core's cache while they are scattered.
+_TILE = 192
 
 
 @dataclasses.dataclass(frozen=True)
-class _Group:
-    """Top-vertex terms of one valence m whose right source has order `right_order`."""
+class Plan:
+    """Everything about the contraction that depends only on (n, K)."""
 
-    valence: int
-    left: np.ndarray          # (u, m-1) source columns multiplied elementwise
-    right_start: int          # right sources are the columns right_start .. right_stop-1
-    right_stop: int
-    scatter: object           # scipy.sparse CSC (M_K, u * n_right): weights into targets
+    splits: np.ndarray        # (S, 5): alpha column start, alpha count, beta start, beta count, targets offset
+    tiles: np.ndarray         # (T, 3): beta tile start, stop (within the split), rows needed
+    tile_ptr: np.ndarray      # (S + 1,): tiles of split s are tile_ptr[s] .. tile_ptr[s + 1] - 1
+    targets: np.ndarray       # int32, per split (alpha count x beta count): gamma - offset_K, or -1
+    first_power: np.ndarray   # (M_{K-1}+1 ...,) alpha_first of each lower column (0 for the constant)
+    first_count: np.ndarray   # (M_K,) gamma_first
+    pair_targets: np.ndarray  # (M_{K-1}, n) int32: gamma of alpha + e_j for |alpha| = K-1 (K >= 3)
+    tables: np.ndarray        # (rows, K) vertex tables of order K-1, padded: target, sources..., -1
+    valence: np.ndarray       # (rows,) m of each table row
+    weight: np.ndarray        # (rows,) distinct orderings of each row's sources
+
+    @property
+    def nbytes(self) -> int:
+        return sum(getattr(self, f.name).nbytes for f in dataclasses.fields(self))
 
 
-@functools.lru_cache(maxsize=16)
-def plan(n: int, order: int) -> tuple[_Group, ...]:
-    """The grouped top-vertex terms for n variables at order K (from the vertex tables)."""
-    import scipy.sparse
+def pushed_order(order: int) -> int:
+    """The order to which the series are pushed forward before the contraction."""
+    return 1 if order == 2 else order - 2
 
-    offsets, column_order, _ = multi_index.layout(n, order)
-    tables = multi_index.vertex_tables(n, order)
-    top_start, top_stop = offsets[order], offsets[order + 1]
-    groups = []
+
+def _first_splits(order: int) -> range:
+    """The sizes |alpha| contracted by the first-variable rule (step 2; |alpha| = K-1 is step 3)."""
+    return range(1, 2) if order == 2 else range(1, order - 1)
+
+
+def plan_bytes(n: int, order: int) -> int:
+    """Peak bytes of building and holding plan(n, order), counted without building it (for the
+    memory check): the int32 target tables, the merged tuples of one split while they are
+    sorted, and the padded vertex tables of order K-1."""
+    sizes = [multi_index.count_of_order(n, k) * multi_index.count_of_order(n, order - k) for k in range(1, order)]
+    rows = sum(multi_index.vertex_table_rows(n, order - 1).values()) if order > 2 else 0
+    return 4 * sum(sizes) + 16 * order * max(sizes) + rows * 8 * (order + 2) + 8 * multi_index.count(n, order)
+
+
+def _targets_of_pairs(n: int, order: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Column (minus offset_K) of each merged pair of sorted tuples left[i] + right[i]."""
+    offsets, _, _ = multi_index.layout(n, order)
+    merged = np.sort(np.concatenate([left, right], axis=1), axis=1)
+    degrees = np.full(merged.shape[0], order, dtype=np.int64)
+    return multi_index._columns_of_tuples(n, order, merged, degrees) - offsets[order]
+
+
+@functools.lru_cache(maxsize=8)
+def plan(n: int, order: int) -> Plan:
+    """The contraction plan for n variables at order K >= 2."""
+    offsets, _, padded = multi_index.layout(n, order)
+    top = int(offsets[order])
+    splits, tiles, tile_ptr, targets = [], [], [0], []
+    position = 0
+    for k1 in _first_splits(order):
+        k2 = order - k1
+        a0, a1 = int(offsets[k1]), int(offsets[k1 + 1])
+        b0, b1 = int(offsets[k2]), int(offsets[k2 + 1])
+        alpha, beta = padded[a0:a1, :k1], padded[b0:b1, :k2]
+        first_a, first_b = alpha[:, 0], beta[:, 0]
+        # Allowed pairs: first(alpha) <= first(beta); the target is the merged sorted tuple.
+        rows, cols = np.nonzero(first_a[:, None] <= first_b[None, :])
+        table = np.full((a1 - a0, b1 - b0), -1, dtype=np.int32)
+        table[rows, cols] = _targets_of_pairs(n, order, alpha[rows], beta[cols])
+        splits.append((a0, a1 - a0, b0, b1 - b0, position))
+        position += table.size
+        targets.append(table.reshape(-1))
+        for c0 in range(0, b1 - b0, _TILE):
+            c1 = min(c0 + _TILE, b1 - b0)
+            # Rows whose first variable is at most the tile's last beta's first variable.
+            needed = int(np.searchsorted(first_a, first_b[c1 - 1], side="right"))
+            if needed:
+                tiles.append((c0, c1, needed))
+        tile_ptr.append(len(tiles))
+    lower = padded[:offsets[order]]
+    first_power = (lower == lower[:, :1]).sum(axis=1).astype(np.float64)
+    first_power[0] = 0.0
+    upper = padded[top:offsets[order + 1], :order]
+    first_count = (upper == upper[:, :1]).sum(axis=1).astype(np.float64)
+    if order >= 3:
+        alpha = padded[offsets[order - 1]:offsets[order], :order - 1]
+        pairs = np.repeat(alpha, n, axis=0), np.tile(np.arange(n), alpha.shape[0])[:, None]
+        pair_targets = _targets_of_pairs(n, order, *pairs).astype(np.int32).reshape(alpha.shape[0], n)
+    else:
+        pair_targets = np.zeros((0, n), dtype=np.int32)
+    tables, valence, weight = _padded_tables(n, order - 1)
+    by_target = np.argsort(tables[:, 0], kind="stable")  # _compose_top accumulates per target
+    tables, valence, weight = tables[by_target], valence[by_target], weight[by_target]
+    result = Plan(np.array(splits, dtype=np.int64), np.array(tiles, dtype=np.int64).reshape(-1, 3),
+                  np.array(tile_ptr, dtype=np.int64), np.concatenate(targets), first_power, first_count,
+                  pair_targets, tables, valence, weight)
+    for field in dataclasses.fields(result):
+        getattr(result, field.name).setflags(write=False)
+    return result
+
+
+def _padded_tables(n: int, order: int):
+    """All vertex tables of `order` in one (rows, order + 1) array padded with -1."""
+    if order < 2:
+        return (np.zeros((0, order + 1), dtype=np.int64), np.zeros(0, dtype=np.int64),
+                np.zeros(0, dtype=np.float64))
+    raw = multi_index.vertex_tables(n, order)
+    parts, valence, weight = [], [], []
     for m in range(2, order + 1):
-        table, weight = tables[2 * (m - 2)], tables[2 * (m - 2) + 1]
-        on_top = table[:, 0] >= top_start
-        table, weight = table[on_top], weight[on_top]
-        right_orders = column_order[table[:, m]]
-        for right_order in np.unique(right_orders):
-            rows = right_orders == right_order
-            left, inverse = np.unique(table[rows, 1:m], axis=0, return_inverse=True)
-            right_start, right_stop = int(offsets[right_order]), int(offsets[right_order + 1])
-            n_right = right_stop - right_start
-            flat = inverse.reshape(-1) * n_right + (table[rows, m] - right_start)
-            # CSC: blocks of sources are column slices.
-            scatter = scipy.sparse.csc_matrix(
-                (weight[rows], (table[rows, 0] - top_start, flat)),
-                shape=(top_stop - top_start, left.shape[0] * n_right))
-            groups.append(_Group(m, np.ascontiguousarray(left), right_start, right_stop, scatter))
-    return tuple(groups)
+        table = raw[2 * (m - 2)]
+        block = np.full((table.shape[0], order + 1), -1, dtype=np.int64)
+        block[:, :m + 1] = table
+        parts.append(block)
+        valence.append(np.full(table.shape[0], m, dtype=np.int64))
+        weight.append(raw[2 * (m - 2) + 1])
+    return np.concatenate(parts), np.concatenate(valence), np.concatenate(weight)
 
 
-def contribution(series: np.ndarray, derivatives: np.ndarray, propagators: np.ndarray, order: int,
-                 n: int) -> np.ndarray:
-    """One hidden layer's share of the order-K coefficients.
+def contract(series, derivatives, propagators, weights, order: int, n: int, result: np.ndarray,
+             below: np.ndarray | None = None) -> None:
+    """The order-K (and, for K >= 3, order-(K-1)) coefficients of the outputs.
 
     Args:
-        series: (neurons, M', points) pre-activation series up to order K-1 (graded layout).
-        derivatives: (neurons, K+1, points) s^(m)(z0)/m!.
-        propagators: (outputs, neurons, points) g = d output / d activation of this layer.
+        series: per hidden layer, (points, M'', neurons) pre-activation series up to
+            pushed_order(K), graded layout.
+        derivatives: per hidden layer, (points, K+1, neurons) s^(m)(z0)/m!.
+        propagators: per hidden layer, (outputs, points, neurons) g = d output / d activation.
+        weights: the weight matrices between consecutive hidden layers, W(l+1) (n_{l+1}, n_l).
         order: K >= 2.
         n: number of expansion variables.
-
-    Returns:
-        (outputs, M_K, points): contributions to the coefficients of order exactly K.
+        result: (outputs, points, M_K), overwritten with the coefficients of order exactly K.
+        below: for K >= 3, (outputs, points, M_{K-1}), overwritten with those of order K-1.
     """
-    neurons, _, points = series.shape
+    p = plan(n, order)
+    dtype = result.dtype
+    # c_j = (j + 1) s_{j+1}: the coefficients of h'(y) = sum_j c_j y^j, j = 1 .. K-1.
+    ranks = np.arange(2, order + 1, dtype=dtype)
+    coefficients = [np.ascontiguousarray(d[:, 2:order + 1, :] * ranks[None, :, None]) for d in derivatives]
+    partners = _partners(series, derivatives, coefficients, propagators, weights, n, order, dtype)
+    result[...] = 0.0
+    if below is None:
+        below = np.zeros((result.shape[0], result.shape[1], 0), dtype=dtype)
+    below[...] = 0.0
+    points = result.shape[1]
+    # Points are independent: blocks of them run in threads (the kernel releases the GIL).
+    workers = min(threads(), points)
+    bounds = np.linspace(0, points, workers + 1).astype(int)
+    for layer in range(len(series)):
+        calls = [(series[layer], coefficients[layer], propagators[layer], partners[layer], p.first_power,
+                  p.splits, p.tiles, p.tile_ptr, p.targets, p.first_count, p.pair_targets, p.tables,
+                  p.valence, p.weight, result, below, int(lo), int(hi))
+                 for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+        if len(calls) == 1:
+            _contract_layer(*calls[0])
+        else:
+            # One BLAS thread per worker: the workers already use every core.
+            with _blas_controller().limit(limits=1, user_api="blas"):
+                list(_pool(len(calls)).map(lambda call: _contract_layer(*call), calls))
+    result /= p.first_count
+
+
+def _partners(series, derivatives, coefficients, propagators, weights, n, order, dtype):
+    """Per hidden layer, (outputs, points, n + 1, neurons): the pulled-back partners V(l) of
+    the top-order products (step 3 of the module docstring) and, last, g(l) itself."""
+    layers = len(series)
+    outputs, points = propagators[0].shape[:2]
+    if order == 2:
+        return [np.zeros((outputs, points, 0, s.shape[2]), dtype=dtype) for s in series]
+    # Y(l) = g c_1 D_1: (outputs, points, n, neurons).
+    ys = [propagators[l][:, :, None, :] * (coefficients[l][:, 0, :][:, None, :] * series[l][:, 1:1 + n, :])[None]
+          for l in range(layers)]
+    partners = [None] * layers
+    pulled = np.zeros_like(ys[-1])  # V(L) = 0: nothing above the last hidden layer
+    accumulated = ys[-1]
+    for l in range(layers - 1, -1, -1):
+        if l < layers - 1:
+            pulled = accumulated @ np.asarray(weights[l], dtype=dtype)   # V(l) = W_{l+1}^T Y~(l+1)
+            accumulated = ys[l] + derivatives[l][None, :, None, 1, :] * pulled
+        partners[l] = np.ascontiguousarray(np.concatenate([pulled, propagators[l][:, :, None, :]], axis=2))
+    return partners
+
+
+def threads() -> int:
+    """Threads for the contraction: Numba's thread count (NUMBA_NUM_THREADS, default all cores)."""
+    import numba
+
+    return max(1, numba.config.NUMBA_NUM_THREADS)
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    """The BLAS libraries' thread controls, NumPy's and SciPy's (Numba's np.dot calls SciPy's)."""
+    import scipy.linalg.cython_blas  # noqa: F401 - loads SciPy's BLAS so that it is controlled too
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+@functools.lru_cache(maxsize=4)
+def _pool(workers: int):
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="feynmlp-top-vertex")
+
+
+@njit(nogil=True, cache=True)
+def _contract_layer(series, coefficients, propagators, partners, first_power, splits, tiles, tile_ptr,
+                    targets, first_count, pair_targets, tables, valence, weight, result, below, lo,
+                    hi):  # pragma: no cover - compiled
+    """One hidden layer's share, added into result[:, lo:hi] (and below[:, lo:hi])."""
+    _, pushed, neurons = series.shape
     outputs = propagators.shape[0]
-    offsets, _, _ = multi_index.layout(n, order)
-    result = np.zeros((offsets[order + 1] - offsets[order], outputs * points), dtype=series.dtype)
-    # Points first: each point is one GEMM of the batch. (points, M', neurons)
-    by_point = np.ascontiguousarray(series.transpose(2, 1, 0))
-    for group in plan(n, order):
-        # c[o, p, b] = g * s_m: the topmost vertex with its output propagator.
-        vertex = np.ascontiguousarray(propagators.transpose(0, 2, 1) * derivatives[:, group.valence, :].T[None, :, :])
-        # Contiguous operands: numpy's matmul calls BLAS only on contiguous 2-D slices.
-        right = np.ascontiguousarray(by_point[:, group.right_start:group.right_stop, :].transpose(0, 2, 1))  # (p, b, r)
-        n_right = group.right_stop - group.right_start
-        per_left = outputs * points * max(neurons, n_right) * series.itemsize
-        block = max(1, _BLOCK_BYTES // per_left)
-        for start in range(0, group.left.shape[0], block):
-            left = group.left[start:start + block]
-            product = by_point[:, left[:, 0], :]  # (p, u, b)
-            for column in range(1, left.shape[1]):
-                product = product * by_point[:, left[:, column], :]
-            scatter = group.scatter[:, start * n_right:(start + left.shape[0]) * n_right]
-            for output in range(outputs):
-                # (p, u, b) @ (p, b, r) -> (p, u, r): one GEMM per point (3-D operands: numpy
-                # hands stacked 3-D products to BLAS, 4-D ones to a slow generic loop).
-                gemm = np.matmul(np.multiply(product, vertex[output][:, None, :], order="C"), right)
-                flat = gemm.transpose(1, 2, 0).reshape(left.shape[0] * n_right, points)
-                result[:, output * points:(output + 1) * points] += scatter @ flat
-    return result.reshape(-1, outputs, points).transpose(1, 0, 2)
+    top_rows, n = pair_targets.shape
+    columns = pushed + top_rows                                  # orders <= K-1
+    r = np.empty((columns, neurons), dtype=result.dtype)         # R = h'(dz)
+    top = np.empty((top_rows, neurons), dtype=result.dtype)      # P: order K-1 of h(dz)
+    scaled = np.empty((columns, neurons), dtype=result.dtype)    # g * R
+    largest = top_rows * (n + 1)
+    for t in range(tiles.shape[0]):
+        largest = max(largest, (tiles[t, 1] - tiles[t, 0]) * tiles[t, 2])
+    buffer = np.empty(largest, dtype=result.dtype)               # one matrix product
+    for p in range(lo, hi):
+        d = series[p]
+        _compose_top(d, coefficients[p], tables, valence, weight, r, top)
+        for o in range(outputs):
+            g = propagators[o, p]
+            for j in range(columns):
+                for b in range(neurons):
+                    scaled[j, b] = r[j, b] * g[b]
+            out = result[o, p]
+            for s in range(splits.shape[0]):
+                a0 = splits[s, 0]
+                b0 = splits[s, 2]
+                n_beta = splits[s, 3]
+                offset = splits[s, 4]
+                for t in range(tile_ptr[s], tile_ptr[s + 1]):
+                    c0 = tiles[t, 0]
+                    width = tiles[t, 1] - c0
+                    rows = tiles[t, 2]
+                    product = buffer[:rows * width].reshape((rows, width))
+                    np.dot(d[a0:a0 + rows], scaled[b0 + c0:b0 + c0 + width].T, product)
+                    for a in range(rows):
+                        power = first_power[a0 + a]
+                        base = offset + a * n_beta + c0
+                        for k in range(width):
+                            target = targets[base + k]
+                            if target >= 0:
+                                out[target] += power * product[a, k]
+            if top_rows:
+                # P^T [V | g]: the pulled-back valence-2 terms and the order-(K-1) coefficients.
+                product = buffer[:top_rows * (n + 1)].reshape((top_rows, n + 1))
+                np.dot(top, partners[o, p].T, product)
+                low = below[o, p]
+                for a in range(top_rows):
+                    for j in range(n):
+                        target = pair_targets[a, j]
+                        out[target] += first_count[target] * product[a, j]
+                    low[a] += product[a, n]
+
+
+@njit(nogil=True, cache=True)
+def _compose_top(z, c, tables, valence, weight, r, top):  # pragma: no cover - compiled
+    """From one point's series z (orders <= pushed, neurons): R = h'(dz) up to order K-1 into r
+    and P, the order-(K-1) part of h(dz), into top (rows of order K-1 only).
+
+    The table rows are sorted by target (plan()), so each target is accumulated in two local
+    vectors and written once; valences 2 and 3 multiply in one pass.
+    """
+    pushed, neurons = z.shape
+    columns = r.shape[0]
+    first_top = columns - top.shape[0]
+    for b in range(neurons):
+        r[0, b] = 0.0
+    for j in range(1, pushed):
+        for b in range(neurons):
+            r[j, b] = c[0, b] * z[j, b]
+    for j in range(pushed, columns):
+        for b in range(neurons):
+            r[j, b] = 0.0
+    # s_m = c_{m-1} / m: the coefficients of h itself, for P.
+    own = np.empty_like(c)
+    for m in range(2, c.shape[0] + 1):
+        for b in range(neurons):
+            own[m - 2, b] = c[m - 2, b] / m
+    acc_r = np.zeros(neurons, dtype=z.dtype)
+    acc_p = np.zeros(neurons, dtype=z.dtype)
+    term = np.empty(neurons, dtype=z.dtype)
+    rows = tables.shape[0]
+    for i in range(rows):
+        m = valence[i]
+        w = weight[i]
+        target = tables[i, 0]
+        if m == 2:
+            a1 = tables[i, 1]
+            a2 = tables[i, 2]
+            for b in range(neurons):
+                term[b] = w * z[a1, b] * z[a2, b]
+        elif m == 3:
+            a1 = tables[i, 1]
+            a2 = tables[i, 2]
+            a3 = tables[i, 3]
+            for b in range(neurons):
+                term[b] = w * z[a1, b] * z[a2, b] * z[a3, b]
+        else:
+            for b in range(neurons):
+                term[b] = w
+            for q in range(1, m + 1):
+                source = tables[i, q]
+                for b in range(neurons):
+                    term[b] *= z[source, b]
+        for b in range(neurons):
+            acc_r[b] += c[m - 1, b] * term[b]
+        if target >= first_top:
+            for b in range(neurons):
+                acc_p[b] += own[m - 2, b] * term[b]
+        if i + 1 == rows or tables[i + 1, 0] != target:
+            for b in range(neurons):
+                r[target, b] += acc_r[b]
+                acc_r[b] = 0.0
+            if target >= first_top:
+                row = target - first_top
+                for b in range(neurons):
+                    top[row, b] = acc_p[b]
+                    acc_p[b] = 0.0
