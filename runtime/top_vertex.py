@@ -370,3 +370,4 @@ def _compose_top(z, c, tables, valence, weight, r, top):  # pragma: no cover - c
                 for b in range(neurons):
                     top[row, b] = acc_p[b]
                     acc_p[b] = 0.0
+
