@@ -62,6 +62,7 @@ class Plan:
     first_power: np.ndarray   # (M_{K-1}+1 ...,) alpha_first of each lower column (0 for the constant)
     first_count: np.ndarray   # (M_K,) gamma_first
     pair_targets: np.ndarray  # (M_{K-1}, n) int32: gamma of alpha + e_j for |alpha| = K-1 (K >= 3)
+    first_variable: np.ndarray  # (M_{K-1},) first variable of each alpha of order K-1 (K >= 3)
     tables: np.ndarray        # (rows, K) vertex tables of order K-1, padded: target, sources..., -1
     valence: np.ndarray       # (rows,) m of each table row
     weight: np.ndarray        # (rows,) distinct orderings of each row's sources
@@ -134,14 +135,16 @@ def plan(n: int, order: int) -> Plan:
         alpha = padded[offsets[order - 1]:offsets[order], :order - 1]
         pairs = np.repeat(alpha, n, axis=0), np.tile(np.arange(n), alpha.shape[0])[:, None]
         pair_targets = _targets_of_pairs(n, order, *pairs).astype(np.int32).reshape(alpha.shape[0], n)
+        first_variable = np.ascontiguousarray(alpha[:, 0])
     else:
         pair_targets = np.zeros((0, n), dtype=np.int32)
+        first_variable = np.zeros(0, dtype=np.int64)
     tables, valence, weight = _padded_tables(n, order - 1)
     by_target = np.argsort(tables[:, 0], kind="stable")  # _compose_top accumulates per target
     tables, valence, weight = tables[by_target], valence[by_target], weight[by_target]
     result = Plan(np.array(splits, dtype=np.int64), np.array(tiles, dtype=np.int64).reshape(-1, 3),
                   np.array(tile_ptr, dtype=np.int64), np.concatenate(targets), first_power, first_count,
-                  pair_targets, tables, valence, weight)
+                  pair_targets, first_variable, tables, valence, weight)
     for field in dataclasses.fields(result):
         getattr(result, field.name).setflags(write=False)
     return result
@@ -195,7 +198,7 @@ def contract(series, derivatives, propagators, weights, order: int, n: int, resu
     bounds = np.linspace(0, points, workers + 1).astype(int)
     for layer in range(len(series)):
         calls = [(series[layer], coefficients[layer], propagators[layer], partners[layer], p.first_power,
-                  p.splits, p.tiles, p.tile_ptr, p.targets, p.first_count, p.pair_targets, p.tables,
+                  p.splits, p.tiles, p.tile_ptr, p.targets, p.first_variable, p.pair_targets, p.tables,
                   p.valence, p.weight, result, below, int(lo), int(hi))
                  for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
         if len(calls) == 1:
@@ -253,7 +256,7 @@ def _pool(workers: int):
 
 @njit(nogil=True, cache=True)
 def _contract_layer(series, coefficients, propagators, partners, first_power, splits, tiles, tile_ptr,
-                    targets, first_count, pair_targets, tables, valence, weight, result, below, lo,
+                    targets, first_variable, pair_targets, tables, valence, weight, result, below, lo,
                     hi):  # pragma: no cover - compiled
     """One hidden layer's share, added into result[:, lo:hi] (and below[:, lo:hi])."""
     _, pushed, neurons = series.shape
@@ -300,9 +303,15 @@ def _contract_layer(series, coefficients, propagators, partners, first_power, sp
                 np.dot(top, partners[o, p].T, product)
                 low = below[o, p]
                 for a in range(top_rows):
-                    for j in range(n):
-                        target = pair_targets[a, j]
-                        out[target] += first_count[target] * product[a, j]
+                    # gamma_first of alpha + e_j: 1 below alpha's first variable f, alpha_f + 1
+                    # at f, alpha_f above (the first-variable rule's normalisation, undone).
+                    f = first_variable[a]
+                    power = first_power[pushed + a]
+                    for j in range(f):
+                        out[pair_targets[a, j]] += product[a, j]
+                    out[pair_targets[a, f]] += (power + 1.0) * product[a, f]
+                    for j in range(f + 1, n):
+                        out[pair_targets[a, j]] += power * product[a, j]
                     low[a] += product[a, n]
 
 
