@@ -179,7 +179,7 @@ def _affine(series, weight, bias, dtype):
 def _vertex_layer_multivariate(series, activation, order, tables):
     module = kernel_module(activation, order)
     out = np.empty_like(series)
-    call_kernel(module, "compose_multivariate", series, out, *tables)
+    call_kernel(module, "compose_multivariate", series, out, *tables, blocks=series.shape[0])
     return out
 
 
@@ -250,5 +250,5 @@ def _vertex_layer_directional(series, activation, order):
     module = kernel_module(activation, order)
     rows = series.reshape(-1, series.shape[-1])
     out = np.empty_like(rows)
-    call_kernel(module, "compose_directional", rows, out)
+    call_kernel(module, "compose_directional", rows, out, blocks=rows.shape[0])
     return out.reshape(series.shape)

@@ -32,7 +32,7 @@ import warnings
 from importlib import resources
 from pathlib import Path
 
-from . import files
+from . import files, threads
 from .activation_names import BUILTIN_ACTIVATIONS, canonical_name, check_order_supported
 from .errors import FeynmlpError, StaleKernelError
 from .kernel_signature import codegen_hash, file_digest, kernel_signature
@@ -361,19 +361,32 @@ def _execute(stem: str, path: Path, data: bytes, order: int, signature: str):
 _compiled: set = set()
 
 
-def call_kernel(module, function_name: str, *args):
-    """Call a kernel, logging how long the first call per (kernel, dtype) took (compile or load)."""
+def call_kernel(module, function_name: str, *args, blocks: int | None = None):
+    """Call a kernel, logging how long the first call per (kernel, dtype) took (compile or load).
+
+    With blocks=N the kernel takes two more arguments, a range lo, hi of its N rows, and runs
+    in blocks of rows in threads (feynmlp.threads); the first call compiles on one row first.
+    """
     function = getattr(module, function_name)
     key = (module.__name__, function_name, args[0].dtype.str)
-    if key in _compiled:
+    start = 0
+    if key not in _compiled:
+        started = time.perf_counter()
+        log.info("feynmlp: preparing %s.%s for %s (Numba compiles it, or loads it from its cache)",
+                 module.__name__.rsplit(".", 1)[-1], function_name, args[0].dtype)
+        if blocks is None:
+            result = function(*args)
+        else:
+            start = min(1, blocks)
+            result = function(*args, 0, start)
+        stats = getattr(function, "stats", None)
+        source = "from Numba's cache" if stats is not None and stats.cache_hits else "compiled"
+        log.info("feynmlp: %s.%s ready in %.2f s (%s)", module.__name__.rsplit(".", 1)[-1], function_name,
+                 time.perf_counter() - started, source)
+        _compiled.add(key)
+        if blocks is None:
+            return result
+    if blocks is None:
         return function(*args)
-    started = time.perf_counter()
-    log.info("feynmlp: preparing %s.%s for %s (Numba compiles it, or loads it from its cache)",
-             module.__name__.rsplit(".", 1)[-1], function_name, args[0].dtype)
-    result = function(*args)
-    stats = getattr(function, "stats", None)
-    source = "from Numba's cache" if stats is not None and stats.cache_hits else "compiled"
-    log.info("feynmlp: %s.%s ready in %.2f s (%s)", module.__name__.rsplit(".", 1)[-1], function_name,
-             time.perf_counter() - started, source)
-    _compiled.add(key)
-    return result
+    threads.run_blocks(function, args, blocks, start)
+    return None

@@ -44,7 +44,7 @@ import functools
 import numpy as np
 from numba import njit
 
-from . import multi_index
+from . import multi_index, threads
 
 # Columns (betas) per GEMM tile: large enough for BLAS, small enough that the tile's product
 # and its targets stay in the core's cache while they are scattered.
@@ -192,21 +192,12 @@ def contract(series, derivatives, propagators, weights, order: int, n: int, resu
     if below is None:
         below = np.zeros((result.shape[0], result.shape[1], 0), dtype=dtype)
     below[...] = 0.0
-    points = result.shape[1]
     # Points are independent: blocks of them run in threads (the kernel releases the GIL).
-    workers = min(threads(), points)
-    bounds = np.linspace(0, points, workers + 1).astype(int)
     for layer in range(len(series)):
-        calls = [(series[layer], coefficients[layer], propagators[layer], partners[layer], p.first_power,
-                  p.splits, p.tiles, p.tile_ptr, p.targets, p.first_variable, p.pair_targets, p.tables,
-                  p.valence, p.weight, result, below, int(lo), int(hi))
-                 for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
-        if len(calls) == 1:
-            _contract_layer(*calls[0])
-        else:
-            # One BLAS thread per worker: the workers already use every core.
-            with _blas_controller().limit(limits=1, user_api="blas"):
-                list(_pool(len(calls)).map(lambda call: _contract_layer(*call), calls))
+        threads.run_blocks(_contract_layer, (
+            _gemm(dtype), series[layer], coefficients[layer], propagators[layer], partners[layer], p.first_power, p.splits,
+            p.tiles, p.tile_ptr, p.targets, p.first_variable, p.pair_targets, p.tables, p.valence, p.weight,
+            result, below), result.shape[1])
     result /= p.first_count
 
 
@@ -231,31 +222,39 @@ def _partners(series, derivatives, coefficients, propagators, weights, n, order,
     return partners
 
 
-def threads() -> int:
-    """Threads for the contraction: Numba's thread count (NUMBA_NUM_THREADS, default all cores)."""
-    import numba
+@functools.lru_cache(maxsize=2)
+def _gemm(dtype) -> object:
+    """SciPy's BLAS dgemm or sgemm as a ctypes function (every argument a pointer, Fortran
+    convention). The kernel calls it directly: Numba's own np.dot costs seconds of compile
+    time on a cold cache, and a function pointer passed as an argument keeps the kernel
+    cacheable (the address is not baked into the compiled code)."""
+    import ctypes
 
-    return max(1, numba.config.NUMBA_NUM_THREADS)
+    from numba.extending import get_cython_function_address
 
-
-@functools.lru_cache(maxsize=1)
-def _blas_controller():
-    """The BLAS libraries' thread controls, NumPy's and SciPy's (Numba's np.dot calls SciPy's)."""
-    import scipy.linalg.cython_blas  # noqa: F401 - loads SciPy's BLAS so that it is controlled too
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
-@functools.lru_cache(maxsize=4)
-def _pool(workers: int):
-    from concurrent.futures import ThreadPoolExecutor
-
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="feynmlp-top-vertex")
+    name = {np.dtype(np.float64): "dgemm", np.dtype(np.float32): "sgemm"}[np.dtype(dtype)]
+    pointer = ctypes.c_void_p
+    return ctypes.CFUNCTYPE(None, *([pointer] * 13))(get_cython_function_address("scipy.linalg.cython_blas", name))
 
 
 @njit(nogil=True, cache=True)
-def _contract_layer(series, coefficients, propagators, partners, first_power, splits, tiles, tile_ptr,
+def _product_rows(gemm, a, b, c, rows, width, inner, ints, scalars):  # pragma: no cover - compiled
+    """c[:rows, :width] = a[:rows] @ b[:width].T for row-major a (rows x inner), b (width x
+    inner) and c (rows x width), i.e. in BLAS's column-major terms C^T = B^T' A^T."""
+    ints[0] = 84   # 'T'
+    ints[1] = 78   # 'N'
+    ints[2] = width
+    ints[3] = rows
+    ints[4] = inner
+    ints[5] = width
+    scalars[0] = 1.0
+    scalars[1] = 0.0
+    gemm(ints[0:].ctypes, ints[1:].ctypes, ints[2:].ctypes, ints[3:].ctypes, ints[4:].ctypes, scalars[0:].ctypes,
+         b.ctypes, ints[4:].ctypes, a.ctypes, ints[4:].ctypes, scalars[1:].ctypes, c.ctypes, ints[5:].ctypes)
+
+
+@njit(nogil=True, cache=True)
+def _contract_layer(gemm, series, coefficients, propagators, partners, first_power, splits, tiles, tile_ptr,
                     targets, first_variable, pair_targets, tables, valence, weight, result, below, lo,
                     hi):  # pragma: no cover - compiled
     """One hidden layer's share, added into result[:, lo:hi] (and below[:, lo:hi])."""
@@ -270,6 +269,8 @@ def _contract_layer(series, coefficients, propagators, partners, first_power, sp
     for t in range(tiles.shape[0]):
         largest = max(largest, (tiles[t, 1] - tiles[t, 0]) * tiles[t, 2])
     buffer = np.empty(largest, dtype=result.dtype)               # one matrix product
+    ints = np.empty(6, dtype=np.int32)                           # BLAS arguments by reference
+    scalars = np.empty(2, dtype=result.dtype)
     for p in range(lo, hi):
         d = series[p]
         _compose_top(d, coefficients[p], tables, valence, weight, r, top)
@@ -289,7 +290,7 @@ def _contract_layer(series, coefficients, propagators, partners, first_power, sp
                     width = tiles[t, 1] - c0
                     rows = tiles[t, 2]
                     product = buffer[:rows * width].reshape((rows, width))
-                    np.dot(d[a0:a0 + rows], scaled[b0 + c0:b0 + c0 + width].T, product)
+                    _product_rows(gemm, d[a0:], scaled[b0 + c0:], product, rows, width, neurons, ints, scalars)
                     for a in range(rows):
                         power = first_power[a0 + a]
                         base = offset + a * n_beta + c0
@@ -300,7 +301,7 @@ def _contract_layer(series, coefficients, propagators, partners, first_power, sp
             if top_rows:
                 # P^T [V | g]: the pulled-back valence-2 terms and the order-(K-1) coefficients.
                 product = buffer[:top_rows * (n + 1)].reshape((top_rows, n + 1))
-                np.dot(top, partners[o, p].T, product)
+                _product_rows(gemm, top, partners[o, p], product, top_rows, n + 1, neurons, ints, scalars)
                 low = below[o, p]
                 for a in range(top_rows):
                     # gamma_first of alpha + e_j: 1 below alpha's first variable f, alpha_f + 1
