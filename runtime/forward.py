@@ -115,9 +115,10 @@ def multivariate_series(weights, biases, hidden_activations, output_activation, 
     if scheme == "forward":
         tables = multi_index.vertex_table_bytes(n_vars, order)
     else:
-        from .top_vertex import plan_bytes
+        from .top_vertex import plan_bytes, workspace_bytes
 
-        tables = multi_index.vertex_table_bytes(n_vars, order - 1) + plan_bytes(n_vars, order)
+        tables = (multi_index.vertex_table_bytes(n_vars, order - 1) + plan_bytes(n_vars, order)
+                  + workspace_bytes(n_vars, order, max(widths[:-1]), np.dtype(dtype).itemsize))
     _check_memory(widths, batch, columns, np.dtype(dtype).itemsize, order, n_vars, "a multivariate expansion",
                   tables=tables)
     pushed = order if scheme == "forward" else _top_vertex_pushed(order)

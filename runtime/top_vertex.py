@@ -91,6 +91,15 @@ def plan_bytes(n: int, order: int) -> int:
     return 4 * sum(sizes) + 16 * order * max(sizes) + rows * 8 * (order + 2) + 8 * multi_index.count(n, order)
 
 
+def workspace_bytes(n: int, order: int, width: int, itemsize: int = 8) -> int:
+    """Bytes of the per-thread work arrays of the contraction (R, g R, P and one tile's
+    product per worker thread) for hidden layers up to `width` neurons."""
+    columns = multi_index.count(n, order - 1)
+    top_rows = multi_index.count_of_order(n, order - 1) if order >= 3 else 0
+    per_worker = (2 * columns + top_rows) * width + top_rows * (n + 1) + _TILE * columns
+    return threads.count() * per_worker * itemsize
+
+
 def _targets_of_pairs(n: int, order: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """Column (minus offset_K) of each merged pair of sorted tuples left[i] + right[i]."""
     offsets, _, _ = multi_index.layout(n, order)
