@@ -273,7 +273,7 @@ def _contract_layer(gemm, series, coefficients, propagators, partners, first_pow
     columns = pushed + top_rows                                  # orders <= K-1
     r = np.empty((columns, neurons), dtype=result.dtype)         # R = h'(dz)
     top = np.empty((top_rows, neurons), dtype=result.dtype)      # P: order K-1 of h(dz)
-    scaled = np.empty((columns, neurons), dtype=result.dtype)    # g * R
+    scaled = np.empty((pushed, neurons), dtype=result.dtype)     # g * D: the smaller operand
     largest = top_rows * (n + 1)
     for t in range(tiles.shape[0]):
         largest = max(largest, (tiles[t, 1] - tiles[t, 0]) * tiles[t, 2])
@@ -285,9 +285,9 @@ def _contract_layer(gemm, series, coefficients, propagators, partners, first_pow
         _compose_top(d, coefficients[p], tables, valence, weight, r, top)
         for o in range(outputs):
             g = propagators[o, p]
-            for j in range(columns):
+            for j in range(pushed):
                 for b in range(neurons):
-                    scaled[j, b] = r[j, b] * g[b]
+                    scaled[j, b] = d[j, b] * g[b]
             out = result[o, p]
             for s in range(splits.shape[0]):
                 a0 = splits[s, 0]
@@ -299,7 +299,7 @@ def _contract_layer(gemm, series, coefficients, propagators, partners, first_pow
                     width = tiles[t, 1] - c0
                     rows = tiles[t, 2]
                     product = buffer[:rows * width].reshape((rows, width))
-                    _product_rows(gemm, d[a0:], scaled[b0 + c0:], product, rows, width, neurons, ints, scalars)
+                    _product_rows(gemm, scaled[a0:], r[b0 + c0:], product, rows, width, neurons, ints, scalars)
                     for a in range(rows):
                         power = first_power[a0 + a]
                         base = offset + a * n_beta + c0
@@ -341,9 +341,6 @@ def _compose_top(z, c, tables, valence, weight, r, top):  # pragma: no cover - c
     for j in range(1, pushed):
         for b in range(neurons):
             r[j, b] = c[0, b] * z[j, b]
-    for j in range(pushed, columns):
-        for b in range(neurons):
-            r[j, b] = 0.0
     # s_m = c_{m-1} / m: the coefficients of h itself, for P.
     own = np.empty_like(c)
     for m in range(2, c.shape[0] + 1):
@@ -381,9 +378,15 @@ def _compose_top(z, c, tables, valence, weight, r, top):  # pragma: no cover - c
             for b in range(neurons):
                 acc_p[b] += own[m - 2, b] * term[b]
         if i + 1 == rows or tables[i + 1, 0] != target:
-            for b in range(neurons):
-                r[target, b] += acc_r[b]
-                acc_r[b] = 0.0
+            if target >= first_top:
+                # Order K-1 has no linear part: every such target is written here, once.
+                for b in range(neurons):
+                    r[target, b] = acc_r[b]
+                    acc_r[b] = 0.0
+            else:
+                for b in range(neurons):
+                    r[target, b] += acc_r[b]
+                    acc_r[b] = 0.0
             if target >= first_top:
                 row = target - first_top
                 for b in range(neurons):
