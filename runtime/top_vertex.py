@@ -49,6 +49,9 @@ from . import multi_index, threads
 # Columns (betas) per GEMM tile: large enough for BLAS, small enough that the tile's product
 # and its targets stay in the core's cache while they are scattered.
 _TILE = 192
+# Rows of order K-1 composed at a time (a multiple of _TILE): R and P of one chunk stay in
+# cache while their products (the split |alpha| = 1 and P^T [V | g]) use them.
+_CHUNK = 8 * _TILE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,9 +66,12 @@ class Plan:
     first_count: np.ndarray   # (M_K,) gamma_first
     pair_targets: np.ndarray  # (M_{K-1}, n) int32: gamma of alpha + e_j for |alpha| = K-1 (K >= 3)
     first_variable: np.ndarray  # (M_{K-1},) first variable of each alpha of order K-1 (K >= 3)
-    tables: np.ndarray        # (rows, K) vertex tables of order K-1, padded: target, sources..., -1
+    tables: np.ndarray        # (rows, K) vertex tables of order K-1 sorted by target, padded with -1
     valence: np.ndarray       # (rows,) m of each table row
     weight: np.ndarray        # (rows,) distinct orderings of each row's sources
+    chunks: np.ndarray        # (C + 1,) bounds of the chunks of order-(K-1) rows (K >= 3)
+    chunk_rows: np.ndarray    # (C + 1,) table rows: lower targets end at [0], chunk c ends at [c + 1]
+    chunk_tiles: np.ndarray   # (C + 1,) tiles of split 0 (|alpha| = 1, |beta| = K-1) per chunk
 
     @property
     def nbytes(self) -> int:
@@ -149,11 +155,19 @@ def plan(n: int, order: int) -> Plan:
         pair_targets = np.zeros((0, n), dtype=np.int32)
         first_variable = np.zeros(0, dtype=np.int64)
     tables, valence, weight = _padded_tables(n, order - 1)
-    by_target = np.argsort(tables[:, 0], kind="stable")  # _compose_top accumulates per target
+    by_target = np.argsort(tables[:, 0], kind="stable")  # _compose_rows accumulates per target
     tables, valence, weight = tables[by_target], valence[by_target], weight[by_target]
-    result = Plan(np.array(splits, dtype=np.int64), np.array(tiles, dtype=np.int64).reshape(-1, 3),
-                  np.array(tile_ptr, dtype=np.int64), np.concatenate(targets), first_power, first_count,
-                  pair_targets, first_variable, tables, valence, weight)
+    tiles = np.array(tiles, dtype=np.int64).reshape(-1, 3)
+    first_top = int(offsets[order - 1])
+    top_rows = pair_targets.shape[0]
+    chunks = np.array(list(range(0, top_rows, _CHUNK)) + [top_rows], dtype=np.int64) if top_rows else \
+        np.zeros(1, dtype=np.int64)
+    chunk_rows = np.searchsorted(tables[:, 0], np.concatenate([[first_top], first_top + chunks[1:]])).astype(np.int64)
+    split_zero = tiles[tile_ptr[0]:tile_ptr[1], 0] if top_rows else np.zeros(0, dtype=np.int64)
+    chunk_tiles = (tile_ptr[0] + np.searchsorted(split_zero, chunks)).astype(np.int64)
+    result = Plan(np.array(splits, dtype=np.int64), tiles, np.array(tile_ptr, dtype=np.int64),
+                  np.concatenate(targets), first_power, first_count, pair_targets, first_variable, tables,
+                  valence, weight, chunks, chunk_rows, chunk_tiles)
     for field in dataclasses.fields(result):
         getattr(result, field.name).setflags(write=False)
     return result
@@ -204,9 +218,9 @@ def contract(series, derivatives, propagators, weights, order: int, n: int, resu
     # Points are independent: blocks of them run in threads (the kernel releases the GIL).
     for layer in range(len(series)):
         threads.run_blocks(_contract_layer, (
-            _gemm(dtype), series[layer], coefficients[layer], propagators[layer], partners[layer], p.first_power, p.splits,
-            p.tiles, p.tile_ptr, p.targets, p.first_variable, p.pair_targets, p.tables, p.valence, p.weight,
-            result, below), result.shape[1])
+            _gemm(dtype), series[layer], coefficients[layer], propagators[layer], partners[layer], p.first_power,
+            p.splits, p.tiles, p.tile_ptr, p.targets, p.first_variable, p.pair_targets, p.tables, p.valence,
+            p.weight, p.chunks, p.chunk_rows, p.chunk_tiles, result, below), result.shape[1])
     result /= p.first_count
 
 
@@ -264,93 +278,115 @@ def _product_rows(gemm, a, b, c, rows, width, inner, ints, scalars):  # pragma: 
 
 @njit(nogil=True, cache=True)
 def _contract_layer(gemm, series, coefficients, propagators, partners, first_power, splits, tiles, tile_ptr,
-                    targets, first_variable, pair_targets, tables, valence, weight, result, below, lo,
-                    hi):  # pragma: no cover - compiled
-    """One hidden layer's share, added into result[:, lo:hi] (and below[:, lo:hi])."""
+                    targets, first_variable, pair_targets, tables, valence, weight, chunks, chunk_rows,
+                    chunk_tiles, result, below, lo, hi):  # pragma: no cover - compiled
+    """One hidden layer's share, added into result[:, lo:hi] (and below[:, lo:hi]).
+
+    Per point: R's orders < K-1 from the tables; the splits |alpha| >= 2 (all of them when
+    K = 2); then, chunk by chunk of the order-(K-1) rows, R and P of the chunk, the split
+    |alpha| = 1 over the chunk's betas and the chunk's P^T [V | g].
+    """
     _, pushed, neurons = series.shape
     outputs = propagators.shape[0]
     top_rows, n = pair_targets.shape
-    columns = pushed + top_rows                                  # orders <= K-1
-    r = np.empty((columns, neurons), dtype=result.dtype)         # R = h'(dz)
-    top = np.empty((top_rows, neurons), dtype=result.dtype)      # P: order K-1 of h(dz)
-    scaled = np.empty((pushed, neurons), dtype=result.dtype)     # g * D: the smaller operand
-    largest = top_rows * (n + 1)
+    dtype = result.dtype
+    r = np.empty((pushed, neurons), dtype=dtype)                  # R = h'(dz), orders < K-1
+    chunk = 1
+    for c in range(chunks.shape[0] - 1):
+        chunk = max(chunk, chunks[c + 1] - chunks[c])
+    r_top = np.empty((chunk, neurons), dtype=dtype)               # R of one chunk of order K-1
+    p_top = np.empty((chunk, neurons), dtype=dtype)               # P of the same chunk
+    scaled = np.empty((outputs, pushed, neurons), dtype=dtype)    # g * D: the smaller operand
+    own = np.empty((coefficients.shape[1], neurons), dtype=dtype)
+    largest = chunk * (n + 1)
     for t in range(tiles.shape[0]):
         largest = max(largest, (tiles[t, 1] - tiles[t, 0]) * tiles[t, 2])
-    buffer = np.empty(largest, dtype=result.dtype)               # one matrix product
-    ints = np.empty(6, dtype=np.int32)                           # BLAS arguments by reference
-    scalars = np.empty(2, dtype=result.dtype)
+    buffer = np.empty(largest, dtype=dtype)                       # one matrix product
+    ints = np.empty(6, dtype=np.int32)                            # BLAS arguments by reference
+    scalars = np.empty(2, dtype=dtype)
+    first_split = 1 if top_rows else 0                            # split 0 runs per chunk
     for p in range(lo, hi):
         d = series[p]
-        _compose_top(d, coefficients[p], tables, valence, weight, r, top)
+        c = coefficients[p]
+        for m in range(2, c.shape[0] + 1):
+            for b in range(neurons):
+                own[m - 2, b] = c[m - 2, b] / m                  # s_m = c_{m-1} / m, for P
+        for b in range(neurons):
+            r[0, b] = 0.0
+        for j in range(1, pushed):
+            for b in range(neurons):
+                r[j, b] = c[0, b] * d[j, b]
+        _compose_rows(d, c, own, tables, valence, weight, 0, chunk_rows[0], pushed, 0, r, r_top, p_top)
         for o in range(outputs):
             g = propagators[o, p]
             for j in range(pushed):
                 for b in range(neurons):
-                    scaled[j, b] = d[j, b] * g[b]
-            out = result[o, p]
-            for s in range(splits.shape[0]):
-                a0 = splits[s, 0]
-                b0 = splits[s, 2]
-                n_beta = splits[s, 3]
-                offset = splits[s, 4]
-                for t in range(tile_ptr[s], tile_ptr[s + 1]):
-                    c0 = tiles[t, 0]
-                    width = tiles[t, 1] - c0
-                    rows = tiles[t, 2]
-                    product = buffer[:rows * width].reshape((rows, width))
-                    _product_rows(gemm, scaled[a0:], r[b0 + c0:], product, rows, width, neurons, ints, scalars)
-                    for a in range(rows):
-                        power = first_power[a0 + a]
-                        base = offset + a * n_beta + c0
-                        for k in range(width):
-                            target = targets[base + k]
-                            if target >= 0:
-                                out[target] += power * product[a, k]
-            if top_rows:
+                    scaled[o, j, b] = d[j, b] * g[b]
+            for s in range(first_split, splits.shape[0]):
+                _split_tiles(gemm, scaled[o], r, splits[s, 2], splits, tiles, first_power, targets, s, tile_ptr[s],
+                             tile_ptr[s + 1], buffer, ints, scalars, result[o, p])
+        for k in range(chunks.shape[0] - 1):
+            start = chunks[k]
+            rows = chunks[k + 1] - start
+            _compose_rows(d, c, own, tables, valence, weight, chunk_rows[k], chunk_rows[k + 1], pushed, start,
+                          r, r_top, p_top)
+            for o in range(outputs):
+                out = result[o, p]
+                _split_tiles(gemm, scaled[o], r_top, -start, splits, tiles, first_power, targets, 0,
+                             chunk_tiles[k], chunk_tiles[k + 1], buffer, ints, scalars, out)
                 # P^T [V | g]: the pulled-back valence-2 terms and the order-(K-1) coefficients.
-                product = buffer[:top_rows * (n + 1)].reshape((top_rows, n + 1))
-                _product_rows(gemm, top, partners[o, p], product, top_rows, n + 1, neurons, ints, scalars)
+                product = buffer[:rows * (n + 1)].reshape((rows, n + 1))
+                _product_rows(gemm, p_top, partners[o, p], product, rows, n + 1, neurons, ints, scalars)
                 low = below[o, p]
-                for a in range(top_rows):
+                for a in range(rows):
                     # gamma_first of alpha + e_j: 1 below alpha's first variable f, alpha_f + 1
                     # at f, alpha_f above (the first-variable rule's normalisation, undone).
-                    f = first_variable[a]
-                    power = first_power[pushed + a]
+                    f = first_variable[start + a]
+                    power = first_power[pushed + start + a]
+                    pairs = pair_targets[start + a]
                     for j in range(f):
-                        out[pair_targets[a, j]] += product[a, j]
-                    out[pair_targets[a, f]] += (power + 1.0) * product[a, f]
+                        out[pairs[j]] += product[a, j]
+                    out[pairs[f]] += (power + 1.0) * product[a, f]
                     for j in range(f + 1, n):
-                        out[pair_targets[a, j]] += power * product[a, j]
-                    low[a] += product[a, n]
+                        out[pairs[j]] += power * product[a, j]
+                    low[start + a] += product[a, n]
 
 
 @njit(nogil=True, cache=True)
-def _compose_top(z, c, tables, valence, weight, r, top):  # pragma: no cover - compiled
-    """From one point's series z (orders <= pushed, neurons): R = h'(dz) up to order K-1 into r
-    and P, the order-(K-1) part of h(dz), into top (rows of order K-1 only).
+def _split_tiles(gemm, left, right, b0, splits, tiles, first_power, targets, s, t0, t1, buffer,
+                 ints, scalars, out):  # pragma: no cover - compiled
+    """Tiles t0..t1-1 of split s: left's alpha rows times right's beta rows, each product added
+    to its target; the split's beta number c is right's row b0 + c."""
+    a0 = splits[s, 0]
+    n_beta = splits[s, 3]
+    offset = splits[s, 4]
+    neurons = left.shape[1]
+    for t in range(t0, t1):
+        c0 = tiles[t, 0]
+        width = tiles[t, 1] - c0
+        rows = tiles[t, 2]
+        product = buffer[:rows * width].reshape((rows, width))
+        _product_rows(gemm, left[a0:], right[b0 + c0:], product, rows, width, neurons, ints, scalars)
+        for a in range(rows):
+            power = first_power[a0 + a]
+            base = offset + a * n_beta + c0
+            for k in range(width):
+                target = targets[base + k]
+                if target >= 0:
+                    out[target] += power * product[a, k]
 
-    The table rows are sorted by target (plan()), so each target is accumulated in two local
-    vectors and written once; valences 2 and 3 multiply in one pass.
-    """
-    pushed, neurons = z.shape
-    columns = r.shape[0]
-    first_top = columns - top.shape[0]
-    for b in range(neurons):
-        r[0, b] = 0.0
-    for j in range(1, pushed):
-        for b in range(neurons):
-            r[j, b] = c[0, b] * z[j, b]
-    # s_m = c_{m-1} / m: the coefficients of h itself, for P.
-    own = np.empty_like(c)
-    for m in range(2, c.shape[0] + 1):
-        for b in range(neurons):
-            own[m - 2, b] = c[m - 2, b] / m
+
+@njit(nogil=True, cache=True)
+def _compose_rows(z, c, own, tables, valence, weight, i0, i1, first_top, start, r, r_top, p_top):  # pragma: no cover
+    """Table rows i0..i1-1 (sorted by target) of one point's series z (orders <= K-2): R = h'(dz)
+    added into r for targets below first_top; R and P (the order-(K-1) part of h(dz)) written
+    to r_top and p_top at target - first_top - start for the others. Each target is
+    accumulated in two local vectors and written once."""
+    neurons = z.shape[1]
     acc_r = np.zeros(neurons, dtype=z.dtype)
     acc_p = np.zeros(neurons, dtype=z.dtype)
     term = np.empty(neurons, dtype=z.dtype)
-    rows = tables.shape[0]
-    for i in range(rows):
+    for i in range(i0, i1):
         m = valence[i]
         w = weight[i]
         target = tables[i, 0]
@@ -377,19 +413,16 @@ def _compose_top(z, c, tables, valence, weight, r, top):  # pragma: no cover - c
         if target >= first_top:
             for b in range(neurons):
                 acc_p[b] += own[m - 2, b] * term[b]
-        if i + 1 == rows or tables[i + 1, 0] != target:
+        if i + 1 == i1 or tables[i + 1, 0] != target:
             if target >= first_top:
                 # Order K-1 has no linear part: every such target is written here, once.
+                row = target - first_top - start
                 for b in range(neurons):
-                    r[target, b] = acc_r[b]
+                    r_top[row, b] = acc_r[b]
+                    p_top[row, b] = acc_p[b]
                     acc_r[b] = 0.0
+                    acc_p[b] = 0.0
             else:
                 for b in range(neurons):
                     r[target, b] += acc_r[b]
                     acc_r[b] = 0.0
-            if target >= first_top:
-                row = target - first_top
-                for b in range(neurons):
-                    top[row, b] = acc_p[b]
-                    acc_p[b] = 0.0
-
