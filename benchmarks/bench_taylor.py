@@ -213,33 +213,46 @@ def directional_flops(sizes, batch: int, order: int) -> int:
 
 
 def top_vertex_flops(sizes, batch: int, order: int) -> int:
-    """FLOPs of the top-vertex scheme: orders < K pushed forward, order K from the topmost vertex.
+    """FLOPs of the top-vertex scheme (feynmlp.top_vertex): orders <= P pushed forward (P = K-2,
+    or 1 at K = 2), orders K-1 and K from the topmost vertex.
 
-    FLOPs = multivariate_flops(sizes, B, K - 1)                         forward push, orders < K
+    FLOPs = multivariate_flops(sizes, B, P)                             forward push
           + sum over hidden layers below the last of (n_out n_l B + 2 n_out n_l n_(l-1) B)
                                                                          output propagators
-          + sum over hidden layers l of n_l B V'                          R = h'(dz) per neuron
-          + sum over hidden layers l of n_out B (n_l M' + sum over tiles (2 n_l + 2) rows width)
-    with V' = (M' - 1) + sum_{m=2..K-1} R_m (m + 2) over the vertex tables of order K-1 (as in
-    multivariate_flops), M' = C(n+K-1, K-1), and the tiles of feynmlp.top_vertex.plan(n, K):
-    one GEMM (rows x n_l) @ (n_l x width) per tile, point and output, then one multiply-add per
-    product entry into its target. The tiles are read from the plan itself, so this counts the
-    products the kernel executes, including the few masked ones at tile edges.
+          + (K >= 3) sum over hidden layers below the last of n_out B n (2 n_(l+1) + 4) n_l
+                                                                         partners pulled back
+          + sum over hidden layers l of n_l B V'                          R and P per neuron
+          + sum over hidden layers l of n_out B [n_l M_P                  g * D
+                + sum over tiles (2 n_l + 2) rows width                   GEMM + scatter per tile
+                + (K >= 3) (2 n_l + 2) (n + 1) M_(K-1)]                   P^T [V | g] + scatter
+    with M_P = C(n+P, P), M_(K-1) = C(n+K-2, K-1), V' = (M_P - 1) + sum_{m=2..K-1} R_m (m + 2)
+    + R_top * 2 over the vertex tables of order K-1 (R_top: the rows whose target has order
+    K-1, which also feed P), and the tiles of feynmlp.top_vertex.plan(n, K) (one GEMM
+    (rows x n_l) @ (n_l x width) per tile, point and output). The tiles are read from the plan
+    itself, so this counts the products the kernel executes, including the few masked ones at
+    tile edges.
     """
     from feynmlp import top_vertex
 
     n, n_out, hidden = sizes[0], sizes[-1], sizes[1:-1]
-    flops = multivariate_flops(sizes, batch, order - 1)
+    pushed = top_vertex.pushed_order(order)
+    flops = multivariate_flops(sizes, batch, pushed)
     flops += sum(n_out * upper * batch + 2 * n_out * upper * lower * batch
                  for lower, upper in zip(hidden[:-1], hidden[1:]))
-    lower_columns = math.comb(n + order - 1, order - 1)
-    rows = multiset_counts(n, order - 1)
-    derivative_series = (lower_columns - 1) + sum(r * (m + 2) for m, r in rows.items())
-    tiles = top_vertex.plan(n, order).tiles
+    pushed_columns = math.comb(n + pushed, pushed)
+    top_rows = math.comb(n + order - 2, order - 1) if order >= 3 else 0
+    if order >= 3:
+        flops += sum(n_out * batch * n * (2 * upper + 4) * lower for lower, upper in zip(hidden[:-1], hidden[1:]))
+    rows = multiset_counts(n, order - 1) if order >= 3 else {}
+    derivative_series = (pushed_columns - 1) + sum(r * (m + 2) for m, r in rows.items())
+    plan = top_vertex.plan(n, order)
+    top_table_rows = int((plan.tables[:, 0] >= pushed_columns).sum()) if order >= 3 else 0
+    derivative_series += 2 * top_table_rows
+    tiles = plan.tiles
     entries = int(((tiles[:, 1] - tiles[:, 0]) * tiles[:, 2]).sum())
     for width in hidden:
         flops += width * batch * derivative_series
-        flops += n_out * batch * (width * lower_columns + (2 * width + 2) * entries)
+        flops += n_out * batch * (width * pushed_columns + (2 * width + 2) * (entries + (n + 1) * top_rows))
     return flops
 
 
