@@ -118,7 +118,7 @@ def multivariate_series(weights, biases, hidden_activations, output_activation, 
         from .top_vertex import plan_bytes, workspace_bytes
 
         tables = (multi_index.vertex_table_bytes(n_vars, order - 1) + plan_bytes(n_vars, order)
-                  + workspace_bytes(n_vars, order, max(widths[:-1]), np.dtype(dtype).itemsize))
+                  + workspace_bytes(n_vars, order, max(widths[:-1]), widths[-1], np.dtype(dtype).itemsize))
     _check_memory(widths, batch, columns, np.dtype(dtype).itemsize, order, n_vars, "a multivariate expansion",
                   tables=tables)
     pushed = order if scheme == "forward" else _top_vertex_pushed(order)

@@ -34,7 +34,8 @@ Why, in three steps (DESIGN.md section 2, "organised by the topmost vertex"):
        Y~(L) = Y(L),  Y~(l) = Y(l) + s_1(l) W_{l+1}^T Y~(l+1).
    The output's own order K-1 coefficient is sum_l g(l)^T P(l), one more column of the same
    product. What remains per layer is composed per point from orders <= K-2: P and R, from
-   the vertex tables of order K-1 in one pass.
+   the vertex tables of order K-1 in one pass, the rows of order K-1 in chunks that are used
+   (split |alpha| = 1, P^T [V | g]) while they are still in cache.
 """
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ class Plan:
     tiles: np.ndarray         # (T, 3): beta tile start, stop (within the split), rows needed
     tile_ptr: np.ndarray      # (S + 1,): tiles of split s are tile_ptr[s] .. tile_ptr[s + 1] - 1
     targets: np.ndarray       # int32, per split (alpha count x beta count): gamma - offset_K, or -1
-    first_power: np.ndarray   # (M_{K-1}+1 ...,) alpha_first of each lower column (0 for the constant)
+    first_power: np.ndarray   # alpha_first of each column of order <= K-1 (0 for the constant)
     first_count: np.ndarray   # (M_K,) gamma_first
     pair_targets: np.ndarray  # (M_{K-1}, n) int32: gamma of alpha + e_j for |alpha| = K-1 (K >= 3)
     first_variable: np.ndarray  # (M_{K-1},) first variable of each alpha of order K-1 (K >= 3)
@@ -97,12 +98,12 @@ def plan_bytes(n: int, order: int) -> int:
     return 4 * sum(sizes) + 16 * order * max(sizes) + rows * 8 * (order + 2) + 8 * multi_index.count(n, order)
 
 
-def workspace_bytes(n: int, order: int, width: int, itemsize: int = 8) -> int:
-    """Bytes of the per-thread work arrays of the contraction (R, g R, P and one tile's
-    product per worker thread) for hidden layers up to `width` neurons."""
-    columns = multi_index.count(n, order - 1)
-    top_rows = multi_index.count_of_order(n, order - 1) if order >= 3 else 0
-    per_worker = (2 * columns + top_rows) * width + top_rows * (n + 1) + _TILE * columns
+def workspace_bytes(n: int, order: int, width: int, outputs: int, itemsize: int = 8) -> int:
+    """Bytes of the per-thread work arrays of the contraction (R below order K-1, g D per
+    output, R and P of one chunk, one matrix product) for hidden layers up to `width` neurons."""
+    pushed = multi_index.count(n, pushed_order(order))
+    chunk = min(_CHUNK, multi_index.count_of_order(n, order - 1)) if order >= 3 else 0
+    per_worker = (pushed * (1 + outputs) + 2 * chunk) * width + max(chunk * (n + 1), _TILE * pushed)
     return threads.count() * per_worker * itemsize
 
 
