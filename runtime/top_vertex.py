@@ -228,21 +228,22 @@ def contract(series, derivatives, propagators, weights, order: int, n: int, resu
 def _partners(series, derivatives, coefficients, propagators, weights, n, order, dtype):
     """Per hidden layer, (outputs, points, n + 1, neurons): the pulled-back partners V(l) of
     the top-order products (step 3 of the module docstring) and, last, g(l) itself."""
-    layers = len(series)
     outputs, points = propagators[0].shape[:2]
     if order == 2:
         return [np.zeros((outputs, points, 0, s.shape[2]), dtype=dtype) for s in series]
-    # Y(l) = g c_1 D_1: (outputs, points, n, neurons).
-    ys = [propagators[l][:, :, None, :] * (coefficients[l][:, 0, :][:, None, :] * series[l][:, 1:1 + n, :])[None]
-          for l in range(layers)]
-    partners = [None] * layers
-    pulled = np.zeros_like(ys[-1])  # V(L) = 0: nothing above the last hidden layer
-    accumulated = ys[-1]
-    for l in range(layers - 1, -1, -1):
-        if l < layers - 1:
-            pulled = accumulated @ np.asarray(weights[l], dtype=dtype)   # V(l) = W_{l+1}^T Y~(l+1)
-            accumulated = ys[l] + derivatives[l][None, :, None, 1, :] * pulled
-        partners[l] = np.ascontiguousarray(np.concatenate([pulled, propagators[l][:, :, None, :]], axis=2))
+    partners = [np.empty((outputs, points, n + 1, s.shape[2]), dtype=dtype) for s in series]
+    accumulated = None  # Y~(l+1)
+    for l in range(len(series) - 1, -1, -1):
+        partners[l][:, :, n, :] = propagators[l]
+        pulled = partners[l][:, :, :n, :]
+        if accumulated is None:
+            pulled[...] = 0.0  # V(L) = 0: nothing above the last hidden layer
+        else:
+            np.matmul(accumulated, weights[l], out=pulled)  # V(l) = W_{l+1}^T Y~(l+1)
+        if l:
+            # Y~(l) = Y(l) + s_1(l) V(l), with Y = g c_1 D_1: (outputs, points, n, neurons).
+            y = series[l][:, 1:1 + n, :] * coefficients[l][:, None, 0, :]
+            accumulated = propagators[l][:, :, None, :] * y[None] + derivatives[l][None, :, None, 1, :] * pulled
     return partners
 
 
