@@ -113,15 +113,15 @@ def multivariate_series(weights, biases, hidden_activations, output_activation, 
     if scheme not in SCHEMES[1:] or (scheme == "top-vertex" and output_activation is not None):
         raise ValueError(f"scheme {scheme!r} does not apply here; use one of {SCHEMES}")
     if scheme == "forward":
-        tables = multi_index.vertex_table_bytes(n_vars, order)
+        pushed, tables = order, multi_index.vertex_table_bytes(n_vars, order)
     else:
-        from .top_vertex import plan_bytes, workspace_bytes
+        from . import top_vertex
 
-        tables = (multi_index.vertex_table_bytes(n_vars, order - 1) + plan_bytes(n_vars, order)
-                  + workspace_bytes(n_vars, order, max(widths[:-1]), widths[-1], np.dtype(dtype).itemsize))
+        pushed = top_vertex.pushed_order(order)
+        tables = (multi_index.vertex_table_bytes(n_vars, order - 1) + top_vertex.plan_bytes(n_vars, order)
+                  + top_vertex.workspace_bytes(n_vars, order, max(widths[:-1]), widths[-1], np.dtype(dtype).itemsize))
     _check_memory(widths, batch, columns, np.dtype(dtype).itemsize, order, n_vars, "a multivariate expansion",
                   tables=tables)
-    pushed = order if scheme == "forward" else _top_vertex_pushed(order)
     per_point = max(widths) * multi_index.count(n_vars, pushed) * np.dtype(dtype).itemsize
     chunk = int(max(1, min(batch, _CHUNK_BYTES // per_point)))
     result = np.empty((batch, widths[-1], columns), dtype=dtype)
@@ -133,12 +133,6 @@ def multivariate_series(weights, biases, hidden_activations, output_activation, 
             series = _top_vertex(weights, biases, hidden_activations, block, order, variables, dtype)
         result[start:start + chunk] = series.transpose(0, 2, 1)
     return result
-
-
-def _top_vertex_pushed(order):
-    from .top_vertex import pushed_order
-
-    return pushed_order(order)
 
 
 def _push(weights, biases, hidden_activations, output_activation, points, order, variables, dtype, record=False):

@@ -365,28 +365,21 @@ def call_kernel(module, function_name: str, *args, blocks: int | None = None):
     """Call a kernel, logging how long the first call per (kernel, dtype) took (compile or load).
 
     With blocks=N the kernel takes two more arguments, a range lo, hi of its N rows, and runs
-    in blocks of rows in threads (feynmlp.threads); the first call compiles on one row first.
+    in blocks of rows in threads (feynmlp.threads); a first call compiles on one row first.
     """
     function = getattr(module, function_name)
     key = (module.__name__, function_name, args[0].dtype.str)
-    start = 0
-    if key not in _compiled:
-        started = time.perf_counter()
-        log.info("feynmlp: preparing %s.%s for %s (Numba compiles it, or loads it from its cache)",
-                 module.__name__.rsplit(".", 1)[-1], function_name, args[0].dtype)
-        if blocks is None:
-            result = function(*args)
-        else:
-            start = min(1, blocks)
-            result = function(*args, 0, start)
-        stats = getattr(function, "stats", None)
-        source = "from Numba's cache" if stats is not None and stats.cache_hits else "compiled"
-        log.info("feynmlp: %s.%s ready in %.2f s (%s)", module.__name__.rsplit(".", 1)[-1], function_name,
-                 time.perf_counter() - started, source)
-        _compiled.add(key)
-        if blocks is None:
-            return result
-    if blocks is None:
-        return function(*args)
-    threads.run_blocks(function, args, blocks, start)
-    return None
+    if key in _compiled:
+        return function(*args) if blocks is None else threads.run_blocks(function, args, blocks)
+    name = module.__name__.rsplit(".", 1)[-1]
+    started = time.perf_counter()
+    log.info("feynmlp: preparing %s.%s for %s (Numba compiles it, or loads it from its cache)", name,
+             function_name, args[0].dtype)
+    result = function(*args) if blocks is None else function(*args, 0, min(1, blocks))
+    stats = getattr(function, "stats", None)
+    source = "from Numba's cache" if stats is not None and stats.cache_hits else "compiled"
+    log.info("feynmlp: %s.%s ready in %.2f s (%s)", name, function_name, time.perf_counter() - started, source)
+    _compiled.add(key)
+    if blocks is not None:
+        threads.run_blocks(function, args, blocks, start=min(1, blocks))
+    return result

@@ -3,8 +3,8 @@ the cores without Numba's parallel compiler (which costs seconds on a cold compi
 
 In: a kernel that works on points lo .. hi-1 of its arrays and the number of points. Out:
 the kernel run once per block of points, one block per thread, with every BLAS library held
-to one thread meanwhile (the workers already use every core; Numba's np.dot calls SciPy's
-BLAS, NumPy's matmul its own).
+to one thread meanwhile (the workers already use every core; the top-vertex kernel calls
+SciPy's BLAS, NumPy's matmul its own).
 """
 from __future__ import annotations
 
