@@ -125,16 +125,18 @@ PyTorch: pip install feynmlp[train]) and write into --out:
   metrics.json   grid, R, preset, e1, e2_f1, e2_f2, born_median_rel_err {"1","2","3"},
                  ml2_vs_born12_median_rel, ml2_vs_exact_median_rel, born1_vs_exact_median_rel,
                  born12_vs_exact_median_rel, wall_seconds, and per-iteration details
-  *.png          first-order coefficients against c; Hessians of f1, f2 against -2K; learned
-                 against exact Born terms a_1, a_2, a_3; a_ML2 against a_1 + a_2 and a
+  *.png          first-order coefficients against c; Hessians of f1, f2 against -2K;
+                 histograms (log axes) of the relative errors of the learned Born terms
+                 a_1, a_2, a_3; a_ML2 against a_1 + a_2 and a
   models/iteration-K/member-M.safetensors   the trained networks (feynmlp.load), scalings
                  folded in, so their Taylor coefficients at U = 0 are in physical units
 
 Iteration 1 trains f1 on (U, a); iteration k > 1 on a minus the Taylor polynomials of the
 earlier networks (f1's linear one, f2's quadratic one, ...); a_ML2(U) = d f1(0) . U +
-(1/2) U . d^2 f2(0) . U. Presets: tiny (seconds; plumbing only), quick (N = 64, about 4
-minutes on 2 cores), full (N = 64, 4-member ensembles of 2 x 128; about 1.5 h on 2 cores,
-extrapolated).
+(1/2) U . d^2 f2(0) . U. Presets: tiny (seconds; plumbing only), quick (N = 64, 2-member
+ensembles of 2 x 64; 3 minutes on one core), full (N = 64, 8/6/4-member ensembles of 2 x 64,
+40k potentials per iteration; 29 minutes on one core). Iterations 2 and 3 train on the
+independent-steps family only (see README.md).
 """
 
 

@@ -2,7 +2,8 @@
 
 In: a `PerturbationRun` (feynmlp.born.perturbation) and an output folder. Out:
 - `compute_metrics(run)`: the figures of merit as a JSON-ready dict (metrics.json);
-- `write_figures(run, out)`: PNG files (matplotlib, Agg backend);
+- `write_figures(run, out)`: PNG files (matplotlib, Agg backend); born_terms.png holds, per
+  Born order, histograms of the relative errors `born_relative_errors(run)` on log axes;
 - `write_report(run, metrics, out, figures)`: report.md, which states every goal of the full
   preset as met or missed, and by how much;
 - `reproduce(preset, out)`: all of it, as `feynmlp born reproduce` runs it.
@@ -166,19 +167,8 @@ def write_figures(run, out) -> dict:
     plt.close(fig)
 
     born = run.test_born
-    fig, axes = plt.subplots(1, len(its), figsize=(4.5 * len(its), 4.2), squeeze=False)
-    for ax, it in zip(axes[0], its):
-        k = it.k
-        exact, learned = born[:, k - 1], it.test_series[:, k]
-        ax.plot(exact, learned, ".", ms=3, alpha=0.6)
-        lim = [float(min(exact.min(), learned.min())), float(max(exact.max(), learned.max()))]
-        ax.plot(lim, lim, "k-", lw=0.8)
-        ax.set_xlabel(f"exact a_{k}"); ax.set_ylabel(f"t^{k} coefficient of f{k}(t U)")
-        ax.set_title(f"Born term {k}: median rel. err {_median_rel(learned, exact):.3g}")
-    fig.tight_layout()
     files["born_terms"] = "born_terms.png"
-    fig.savefig(os.path.join(out, files["born_terms"]), dpi=110)
-    plt.close(fig)
+    _born_error_histograms(plt, run, os.path.join(out, files["born_terms"]))
 
     if len(its) >= 2:
         a, a12 = run.test_a, born[:, 0] + born[:, 1]
@@ -201,6 +191,52 @@ def write_figures(run, out) -> dict:
         fig.savefig(os.path.join(out, files["ml2"]), dpi=110)
         plt.close(fig)
     return files
+
+
+def born_relative_errors(run) -> dict:
+    """{(j, k): |t^k coefficient of f_j(t U) - a_k(U)| / |a_k(U)| over the test potentials}."""
+    born = run.test_born
+    out = {}
+    for it in run.iterations:
+        for k in range(1, min(it.test_series.shape[1] - 1, born.shape[1]) + 1):
+            exact = born[:, k - 1]
+            out[(it.k, k)] = np.abs(it.test_series[:, k] - exact) / np.abs(exact)
+    return out
+
+
+def _born_error_histograms(plt, run, path) -> None:
+    """One panel per Born order k: histograms of the relative error of the t^k coefficient of
+    every network f_j with j <= k (f_j's target still contains a_k) on log-spaced bins, log
+    axes, so that neither the outliers nor the bulk hide the other; each median is marked, the
+    network f_k that should learn a_k is drawn bold. Errors outside [1e-6, 1e6] are clipped
+    into the end bins."""
+    errors = {jk: e for jk, e in born_relative_errors(run).items() if jk[0] <= jk[1]}
+    orders = sorted({k for _, k in errors})
+    finite = np.concatenate([e[np.isfinite(e) & (e > 0)] for e in errors.values()])
+    lo = 10.0 ** np.floor(np.log10(max(float(finite.min()), 1e-6))) if finite.size else 1e-6
+    hi = 10.0 ** np.ceil(np.log10(min(float(finite.max()), 1e6))) if finite.size else 1e2
+    bins = np.logspace(np.log10(lo), np.log10(max(hi, 10 * lo)), 61)
+    fig, axes = plt.subplots(1, len(orders), figsize=(4.6 * len(orders), 4.0), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, k in zip(axes[0], orders):
+        for j in sorted(jj for jj, kk in errors if kk == k):
+            e = np.clip(errors[(j, k)], bins[0], bins[-1])
+            med = float(np.median(errors[(j, k)]))
+            color = colors[(j - 1) % len(colors)]
+            main = j == k
+            ax.hist(e, bins=bins, histtype="step", color=color, lw=2.2 if main else 1.0,
+                    alpha=1.0 if main else 0.75,
+                    label=f"f{j}: median {100 * med:.3g} %")
+            ax.axvline(med, color=color, ls="--", lw=1.2 if main else 0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(f"|t^{k} coefficient of f_j(t U) - a_{k}| / |a_{k}|")
+        ax.set_ylabel("test potentials")
+        ax.set_title(f"Born term a_{k} ({len(run.test_a)} test potentials)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------- report.md

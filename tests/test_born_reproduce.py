@@ -13,7 +13,7 @@ from feynmlp.born import born_kernels, born_terms
 from feynmlp.born.perturbation import (PRESETS, combine, ensemble_directional,
                                        ensemble_taylor_at_zero, iteration_targets,
                                        run_iterations, taylor_polynomial, training_potentials)
-from feynmlp.born.report import compute_metrics
+from feynmlp.born.report import born_relative_errors, compute_metrics
 from feynmlp.cli import main
 from feynmlp.errors import FeynmlpError
 
@@ -166,6 +166,46 @@ def test_metrics_follow_their_definitions(tiny_run):
         np.median(np.abs((born[:, 0] + born[:, 1]) / a - 1)))
     assert [g["metric"] for g in m["goals"]] == ["e1", "e2_f2", "born_median_rel_err.2",
                                                  "ml2_vs_born12_median_rel"]
+
+
+def test_per_iteration_families_set_the_training_potentials(cli_run):
+    """An IterationSpec's own families replace the preset's: the saved records, the preset
+    definition and the row counts all follow, the latter checked by redrawing the data set."""
+    metrics = json.loads((cli_run / "metrics.json").read_text())
+    preset = PRESETS["tiny"]
+    for k, spec in enumerate(preset.iterations, start=1):
+        expected = list(spec.families or preset.families or []) or None
+        assert metrics["preset_definition"]["iterations"][k - 1]["families"] == (
+            list(spec.families) if spec.families else None)
+        mlp = feynmlp.load(cli_run / "models" / f"iteration-{k}" / "member-0.safetensors")
+        assert mlp.record["dataset"]["families"] == (expected or "all")
+        U, depth, a = training_potentials(spec.size, preset.grid, preset.R,
+                                          seed=preset.seed * 100 + k, depth_range=spec.depth_range,
+                                          families=expected, a_max=preset.a_max)
+        assert metrics["iterations"][k - 1]["train_size"] == len(a)
+        assert mlp.record["dataset"]["size"] == len(a)
+    # The tiny preset trains iterations 2 and 3 on independent steps only (as quick and full
+    # do): a steps-only draw differs from the all-families one.
+    assert preset.iterations[1].families == ("steps",)
+    U_steps, _, _ = training_potentials(200, preset.grid, preset.R, seed=5, depth_range=(0.3, 2.0),
+                                        families=["steps"])
+    U_all, _, _ = training_potentials(200, preset.grid, preset.R, seed=5, depth_range=(0.3, 2.0))
+    assert not np.array_equal(U_steps[:10], U_all[:10])
+
+
+def test_born_error_histograms_use_the_reported_errors(tiny_run):
+    """The figure's relative errors, against an explicit loop over the test potentials; their
+    medians are the reported ones; only networks f_j with j <= k go into panel k."""
+    errors = born_relative_errors(tiny_run)
+    m = compute_metrics(tiny_run)
+    born = tiny_run.test_born
+    for it in tiny_run.iterations:
+        for k in range(1, 4):
+            loop = np.array([abs(it.test_series[i, k] - born[i, k - 1]) / abs(born[i, k - 1])
+                             for i in range(len(born))])
+            np.testing.assert_allclose(errors[(it.k, k)], loop, rtol=1e-14, atol=0)
+            assert m["born_median_rel_err_by_network"][f"f{it.k}"][str(k)] == pytest.approx(
+                float(np.median(loop)), rel=1e-14)
 
 
 def test_directional_and_polynomial_helpers_agree(tiny_run):
