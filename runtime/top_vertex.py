@@ -217,11 +217,12 @@ def contract(series, derivatives, propagators, weights, order: int, n: int, resu
         below = np.zeros((result.shape[0], result.shape[1], 0), dtype=dtype)
     below[...] = 0.0
     # Points are independent: blocks of them run in threads (the kernel releases the GIL).
-    for layer in range(len(series)):
-        threads.run_blocks(_contract_layer, (
-            _gemm(dtype), series[layer], coefficients[layer], propagators[layer], partners[layer], p.first_power,
-            p.splits, p.tiles, p.tile_ptr, p.targets, p.first_variable, p.pair_targets, p.tables, p.valence,
-            p.weight, p.chunks, p.chunk_rows, p.chunk_tiles, result, below), result.shape[1])
+    with threads.single_blas_thread():
+        for layer in range(len(series)):
+            threads.run_blocks(_contract_layer, (
+                _gemm(dtype), series[layer], coefficients[layer], propagators[layer], partners[layer],
+                p.first_power, p.splits, p.tiles, p.tile_ptr, p.targets, p.first_variable, p.pair_targets,
+                p.tables, p.valence, p.weight, p.chunks, p.chunk_rows, p.chunk_tiles, result, below), result.shape[1])
     result /= p.first_count
 
 
