@@ -308,6 +308,7 @@ def _contract_layer(gemm, series, coefficients, propagators, partners, first_pow
     ints = np.empty(6, dtype=np.int32)                            # BLAS arguments by reference
     scalars = np.empty(2, dtype=dtype)
     first_split = 1 if top_rows else 0                            # split 0 runs per chunk
+    zero = np.int64(0)  # not the literal 0: a literal argument would compile the callee twice
     for p in range(lo, hi):
         d = series[p]
         c = coefficients[p]
@@ -319,7 +320,7 @@ def _contract_layer(gemm, series, coefficients, propagators, partners, first_pow
         for j in range(1, pushed):
             for b in range(neurons):
                 r[j, b] = c[0, b] * d[j, b]
-        _compose_rows(d, c, own, tables, valence, weight, 0, chunk_rows[0], pushed, 0, r, r_top, p_top)
+        _compose_rows(d, c, own, tables, valence, weight, zero, chunk_rows[0], pushed, zero, r, r_top, p_top)
         for o in range(outputs):
             g = propagators[o, p]
             for j in range(pushed):
@@ -335,7 +336,7 @@ def _contract_layer(gemm, series, coefficients, propagators, partners, first_pow
                           r, r_top, p_top)
             for o in range(outputs):
                 out = result[o, p]
-                _split_tiles(gemm, scaled[o], r_top, -start, splits, tiles, first_power, targets, 0,
+                _split_tiles(gemm, scaled[o], r_top, -start, splits, tiles, first_power, targets, zero,
                              chunk_tiles[k], chunk_tiles[k + 1], buffer, ints, scalars, out)
                 # P^T [V | g]: the pulled-back valence-2 terms and the order-(K-1) coefficients.
                 product = buffer[:rows * (n + 1)].reshape((rows, n + 1))
