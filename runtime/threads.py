@@ -9,6 +9,7 @@ small per-point matrices).
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 
@@ -58,3 +59,9 @@ def _pool(workers: int):
     from concurrent.futures import ThreadPoolExecutor
 
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="feynmlp")
+
+
+# A forked child has none of the parent's threads: it must start its own pool, not wait on
+# work that no thread will ever take (multiprocessing with fork, data-loader workers).
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_pool.cache_clear)
