@@ -15,10 +15,15 @@ import numpy as np
 
 
 def count() -> int:
-    """Worker threads: Numba's thread count (NUMBA_NUM_THREADS, by default every core)."""
+    """Worker threads: Numba's thread count (NUMBA_NUM_THREADS, by default every core), at most
+    the cores this process may run on (taskset, container limits)."""
     import numba
 
-    return max(1, numba.config.NUMBA_NUM_THREADS)
+    try:
+        allowed = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not on Linux
+        allowed = os.cpu_count() or 1
+    return max(1, min(numba.config.NUMBA_NUM_THREADS, allowed))
 
 
 def run_blocks(kernel, args: tuple, points: int, start: int = 0) -> None:
