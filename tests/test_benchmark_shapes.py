@@ -16,16 +16,13 @@ coefficient (a nonzero error polynomial vanishes on no open set).
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 import pytest
-import torch
-from torch.func import jacfwd
-
 import feynmlp
 from feynmlp import multi_index
-from test_taylor_against_torch import assert_relative_close, random_mlp, torch_derivative_tensors, torch_network
+from test_taylor_against_torch import (assert_relative_close, random_mlp, torch_derivative_tensors,
+                                       torch_directional_coefficients, torch_network)
 
 RTOL = 1e-12
 DENSE = (32, 64, 64, 64, 1)
@@ -57,17 +54,6 @@ def test_dense_network(order, scheme):
     check(DENSE, order, order, scheme)
 
 
-def directional_reference(f, x, v, order):
-    """[g(0), g'(0)/1!, ..., g^(order)(0)/order!] for g(t) = f(x + t v), nested jacfwd in t."""
-    x, v = torch.as_tensor(x), torch.as_tensor(v)
-    g = lambda t: f(x + t * v)  # noqa: E731 - the function torch differentiates
-    values = []
-    for k in range(order + 1):
-        values.append(g(torch.zeros((), dtype=torch.float64)).detach().numpy() / math.factorial(k))
-        g = jacfwd(g)
-    return np.stack(values, axis=-1)
-
-
 def test_dense_network_order_5_along_directions():
     rng = np.random.default_rng(5)
     mlp = random_mlp(rng, DENSE, "tanh")
@@ -80,7 +66,7 @@ def test_dense_network_order_5_along_directions():
     for v in rng.normal(size=(4, DENSE[0])):
         monomials = np.prod(v[None, :] ** exponents, axis=1)
         got = np.stack([coefficients[:, degree == k] @ monomials[degree == k] for k in range(6)], axis=-1)
-        want = directional_reference(f, x, v, 5)
+        want = torch_directional_coefficients(f, x, v, 5)
         for k in range(6):
             assert_relative_close(got[:, k], want[:, k], rtol=RTOL, what=f"order {k} along a direction")
 
@@ -98,7 +84,7 @@ def test_born_network_directional_order_3():
     got = feynmlp.directional(mlp, np.zeros(BORN[0]), directions, 3)
     f = torch_network(mlp)
     for d, v in enumerate(directions):
-        assert_relative_close(got[d], directional_reference(f, np.zeros(BORN[0]), v, 3), rtol=RTOL,
+        assert_relative_close(got[d], torch_directional_coefficients(f, np.zeros(BORN[0]), v, 3), rtol=RTOL,
                               what=f"direction {d}")
 
 

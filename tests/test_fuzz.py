@@ -19,21 +19,20 @@ tests of their own, marked xfail, in test_hardening_inputs.py.
 """
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+pytest.importorskip("torch")
 from hypothesis import HealthCheck, assume, event, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
-from torch.func import jacfwd  # noqa: E402
-from torch.nn import functional as F  # noqa: E402
 
 import feynmlp  # noqa: E402
 from feynmlp.errors import FeynmlpError, ModelFileError  # noqa: E402
+from test_taylor_against_torch import (  # noqa: E402
+    torch_derivative_tensors, torch_directional_coefficients, torch_network)
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 
@@ -43,60 +42,10 @@ FUZZ = settings(max_examples=int(os.environ.get("FEYNMLP_FUZZ_EXAMPLES", "25")),
 
 SMOOTH = ("tanh", "sigmoid", "softplus", "silu", "gelu", "sin", "cos", "exp", "identity")
 RELU_LIKE = ("relu", "leaky_relu", "hardtanh", "relu6")
-TORCH = {
-    "tanh": torch.tanh,
-    "sigmoid": torch.sigmoid,
-    "softplus": lambda z: torch.logaddexp(torch.zeros_like(z), z),  # exact, as feynmlp's
-    "silu": F.silu,
-    "gelu": lambda z: F.gelu(z, approximate="none"),
-    "sin": torch.sin,
-    "cos": torch.cos,
-    "exp": torch.exp,
-    "identity": lambda z: z,
-}
 RTOL = 1e-9
 
 
 # ----------------------------------------------------------------------------- reference
-
-def torch_function(mlp):
-    """x (n_in,) -> f(x) (n_out,), the network written in torch float64."""
-    weights = [torch.as_tensor(w, dtype=torch.float64) for w in mlp.weights]
-    biases = [torch.as_tensor(b, dtype=torch.float64) for b in mlp.biases]
-
-    def f(x):
-        z = weights[0] @ x + biases[0]
-        for layer in range(1, len(weights)):
-            z = weights[layer] @ TORCH[mlp.hidden_activations[layer - 1]](z) + biases[layer]
-        return z if mlp.output_activation is None else TORCH[mlp.output_activation](z)
-
-    return f
-
-
-def reference_tensors(mlp, point, order):
-    """[f(x), df, d2f, ...]: the dense derivative tensors (n_out, n_in, ..., n_in) at `point`."""
-    function = torch_function(mlp)
-    x = torch.as_tensor(point, dtype=torch.float64)
-    tensors = [function(x).numpy()]
-    for _ in range(order):
-        function = jacfwd(function)
-        tensors.append(function(x).numpy())
-    return tensors
-
-
-def reference_directional(mlp, point, direction, order):
-    """Coefficients of t -> f(x + t v) up to t^order, by nested jacfwd in t."""
-    f = torch_function(mlp)
-    x = torch.as_tensor(point, dtype=torch.float64)
-    v = torch.as_tensor(direction, dtype=torch.float64)
-    function = lambda t: f(x + t * v)  # noqa: E731
-    t0 = torch.tensor(0.0, dtype=torch.float64)
-    coefficients = [function(t0).numpy()]
-    for k in range(1, order + 1):
-        function = jacfwd(function)
-        coefficients.append(function(t0).numpy() / math.factorial(k))
-    return np.stack(coefficients, axis=-1)
-
 
 def assert_close(got, want, rtol=RTOL, what=""):
     """max |got - want| <= rtol * max(1, max |want|): relative to the size of the whole tensor."""
@@ -115,7 +64,7 @@ def check_expansion(mlp, points, order, wrt, expansion, rtol=RTOL):
     batch = np.atleast_2d(points)
     variables = list(range(mlp.n_inputs)) if wrt is None else [int(i) for i in np.atleast_1d(wrt)]
     for p, point in enumerate(batch):
-        tensors = reference_tensors(mlp, point, order)
+        tensors = torch_derivative_tensors(torch_network(mlp), point, order)
         assume(all(np.all(np.isfinite(t)) and np.max(np.abs(t)) < 1e12 for t in tensors))
         for k in range(order + 1):
             got = expansion.derivative_tensor(k)
@@ -213,7 +162,7 @@ def test_directional_matches_torch_along_the_line(data):
     point = data.draw(points_for(mlp.n_inputs), "point")
     direction = data.draw(points_for(mlp.n_inputs), "direction")
     series = feynmlp.directional(mlp, point, direction, order)
-    want = reference_directional(mlp, point, direction, order)
+    want = torch_directional_coefficients(torch_network(mlp), point, direction, order)
     assume(np.all(np.isfinite(want)) and np.max(np.abs(want)) < 1e12)
     assert_close(series, want, RTOL, "directional")
 
@@ -272,7 +221,7 @@ def test_malformed_directional_calls_raise_documented_errors(data):
                                              np.atleast_2d(np.asarray(v, dtype=np.float64)))
     got = series[None] if series.ndim == 2 else series  # (n_out, K+1) for one point and direction
     for p in range(points.shape[0]):
-        want = reference_directional(mlp, points[p], directions[p], k)
+        want = torch_directional_coefficients(torch_network(mlp), points[p], directions[p], k)
         assume(np.all(np.isfinite(want)) and np.max(np.abs(want)) < 1e12)
         assert_close(got[p], want, RTOL, f"point {p}")
 

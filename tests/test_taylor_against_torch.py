@@ -14,9 +14,12 @@ entries per order); most of the file's minute and a half of CPU time is Numba co
 order-5 kernels, once per activation.
 
 The helpers here (`random_mlp`, `torch_network`, `torch_derivative_tensors`,
-`assert_relative_close`) are also used by tests/test_taylor_api.py.
+`torch_directional_coefficients`, `assert_relative_close`) are also used by
+tests/test_taylor_api.py, tests/test_fuzz.py and tests/test_benchmark_shapes.py.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -97,6 +100,20 @@ def torch_derivative_tensors(f, x, order: int) -> list[np.ndarray]:
         tensors.append(g(x).detach().numpy())
         g = jacfwd(g)
     return tensors
+
+
+def torch_directional_coefficients(f, x, v, order: int) -> np.ndarray:
+    """Coefficients of t -> f(x + v t) up to t^order, (n_out, order + 1): nested jacfwd in t,
+    the k-th derivative divided by k!."""
+    x = torch.as_tensor(np.asarray(x, dtype=np.float64))
+    v = torch.as_tensor(np.asarray(v, dtype=np.float64))
+    g = lambda t: f(x + t * v)  # noqa: E731 - the function torch differentiates
+    t0 = torch.tensor(0.0, dtype=torch.float64)
+    coefficients = []
+    for k in range(order + 1):
+        coefficients.append(g(t0).detach().numpy() / math.factorial(k))
+        g = jacfwd(g)
+    return np.stack(coefficients, axis=-1)
 
 
 def assert_relative_close(got, want, rtol: float = RTOL, what: str = "") -> None:
