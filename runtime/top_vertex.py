@@ -74,10 +74,6 @@ class Plan:
     chunk_rows: np.ndarray    # (C + 1,) table rows: lower targets end at [0], chunk c ends at [c + 1]
     chunk_tiles: np.ndarray   # (C + 1,) tiles of split 0 (|alpha| = 1, |beta| = K-1) per chunk
 
-    @property
-    def nbytes(self) -> int:
-        return sum(getattr(self, f.name).nbytes for f in dataclasses.fields(self))
-
 
 def pushed_order(order: int) -> int:
     """The order to which the series are pushed forward before the contraction."""
@@ -192,7 +188,7 @@ def _padded_tables(n: int, order: int):
 
 
 def contract(series, derivatives, propagators, weights, order: int, n: int, result: np.ndarray,
-             below: np.ndarray | None = None) -> None:
+             below: np.ndarray) -> None:
     """The order-K (and, for K >= 3, order-(K-1)) coefficients of the outputs.
 
     Args:
@@ -204,7 +200,8 @@ def contract(series, derivatives, propagators, weights, order: int, n: int, resu
         order: K >= 2.
         n: number of expansion variables.
         result: (outputs, points, M_K), overwritten with the coefficients of order exactly K.
-        below: for K >= 3, (outputs, points, M_{K-1}), overwritten with those of order K-1.
+        below: (outputs, points, M_{K-1}), overwritten with the coefficients of order K-1
+            (for K = 2, where the push already has them, an empty (outputs, points, 0)).
     """
     p = plan(n, order)
     dtype = result.dtype
@@ -213,8 +210,6 @@ def contract(series, derivatives, propagators, weights, order: int, n: int, resu
     coefficients = [np.ascontiguousarray(d[:, 2:order + 1, :] * ranks[None, :, None]) for d in derivatives]
     partners = _partners(series, derivatives, coefficients, propagators, weights, n, order, dtype)
     result[...] = 0.0
-    if below is None:
-        below = np.zeros((result.shape[0], result.shape[1], 0), dtype=dtype)
     below[...] = 0.0
     # Points are independent: blocks of them run in threads (the kernel releases the GIL).
     with threads.single_blas_thread():
