@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from . import multi_index
+from . import multi_index, workspace
 from .errors import ResourceLimitError
 from .kernels import call_kernel, kernel_module
 
@@ -119,61 +119,72 @@ def multivariate_series(weights, biases, hidden_activations, output_activation, 
 
         pushed = top_vertex.pushed_order(order)
         tables = (multi_index.vertex_table_bytes(n_vars, order - 1) + top_vertex.plan_bytes(n_vars, order)
-                  + top_vertex.workspace_bytes(n_vars, order, max(widths[:-1]), widths[-1], np.dtype(dtype).itemsize))
+                  + top_vertex.workspace_bytes(n_vars, order, sum(widths[:-1]), widths[-1], np.dtype(dtype).itemsize))
     _check_memory(widths, batch, columns, np.dtype(dtype).itemsize, order, n_vars, "a multivariate expansion",
                   tables=tables)
-    per_point = max(widths) * multi_index.count(n_vars, pushed) * np.dtype(dtype).itemsize
+    # Points per block: the largest per-layer series (for top-vertex, all hidden layers side by
+    # side) stays under _CHUNK_BYTES.
+    neurons = max(widths) if scheme == "forward" else sum(widths[:-1])
+    per_point = neurons * multi_index.count(n_vars, pushed) * np.dtype(dtype).itemsize
     chunk = int(max(1, min(batch, _CHUNK_BYTES // per_point)))
     result = np.empty((batch, widths[-1], columns), dtype=dtype)
     for start in range(0, batch, chunk):
         block = points[start:start + chunk]
         if scheme == "forward":
-            series, _ = _push(weights, biases, hidden_activations, output_activation, block, order, variables, dtype)
+            series = _push(weights, biases, hidden_activations, output_activation, block, order, variables, dtype)
+            result[start:start + chunk] = series.transpose(0, 2, 1)
         else:
-            series = _top_vertex(weights, biases, hidden_activations, block, order, variables, dtype)
-        result[start:start + chunk] = series.transpose(0, 2, 1)
+            _top_vertex(weights, biases, hidden_activations, block, order, variables, dtype,
+                        result[start:start + chunk])
     return result
 
 
-def _push(weights, biases, hidden_activations, output_activation, points, order, variables, dtype, record=False):
-    """Forward series (points, M, n_out) up to `order`; with record, also each hidden layer's
-    pre-activation series (points, M, neurons).
+def _push(weights, biases, hidden_activations, output_activation, points, order, variables, dtype, stack=None):
+    """Forward series (points, M, n_out) up to `order`; with stack (points, M, sum of the hidden
+    widths), each hidden layer's pre-activation series is also copied into its own block of
+    stack's neuron columns, in order.
 
     One block per point, neurons innermost: the vertex kernels vectorise over the neurons, the
     affine maps are one matrix product over all points and coefficients, and the top-vertex
-    contraction reads each point's block without a transpose.
+    contraction reads each point's block without a transpose. The array returned is a
+    feynmlp.workspace array: valid until the next expansion on this thread.
     """
     n_vars = variables.size
     columns = multi_index.count(n_vars, order)
     tables = multi_index.vertex_tables(n_vars, order)
     first = np.asarray(weights[0], dtype=dtype)
-    series = np.zeros((points.shape[0], columns, first.shape[0]), dtype=dtype)
+    series = workspace.array(("series", 0), (points.shape[0], columns, first.shape[0]), dtype)
     series[:, 0, :] = points @ first.T + np.asarray(biases[0], dtype=dtype)
     # The first affine map is exactly linear: its order-1 coefficients are the weight columns.
     series[:, 1:1 + n_vars, :] = first[:, variables].T[None, :, :]
-    recorded = []
+    series[:, 1 + n_vars:, :] = 0.0
+    column = 0
     for layer in range(1, len(weights)):
-        if record:
-            recorded.append(series)
+        if stack is not None:
+            stack[:, :, column:column + series.shape[2]] = series
+            column += series.shape[2]
         series = _vertex_layer_multivariate(series, hidden_activations[layer - 1], order, tables)
-        series = _affine(series, weights[layer], biases[layer], dtype)
+        # Two series buffers in turn: the input of a layer is dead once its vertex layer ran.
+        series = _affine(series, weights[layer], biases[layer], dtype, ("series", layer % 2))
     if output_activation is not None:
         series = _vertex_layer_multivariate(series, output_activation, order, tables)
-    return series, recorded
+    return series
 
 
-def _affine(series, weight, bias, dtype):
-    """W over the neuron axis, all points and coefficients in one matrix product."""
+def _affine(series, weight, bias, dtype, name):
+    """W over the neuron axis, all points and coefficients in one matrix product, into the
+    workspace array `name`."""
     weight = np.asarray(weight, dtype=dtype)
     points, columns, width = series.shape
-    series = (series.reshape(points * columns, width) @ weight.T).reshape(points, columns, weight.shape[0])
-    series[:, 0, :] += np.asarray(bias, dtype=dtype)
-    return series
+    out = workspace.array(name, (points, columns, weight.shape[0]), dtype)
+    np.matmul(series.reshape(points * columns, width), weight.T, out=out.reshape(points * columns, -1))
+    out[:, 0, :] += np.asarray(bias, dtype=dtype)
+    return out
 
 
 def _vertex_layer_multivariate(series, activation, order, tables):
     module = kernel_module(activation, order)
-    out = np.empty_like(series)
+    out = workspace.array("composed", series.shape, series.dtype)
     call_kernel(module, "compose_multivariate", series, out, *tables, blocks=series.shape[0])
     return out
 
@@ -187,32 +198,36 @@ def _values(series, activation, order):
     return np.ascontiguousarray(out.reshape(series.shape[0], series.shape[2], order + 1).transpose(0, 2, 1))
 
 
-def _top_vertex(weights, biases, hidden_activations, points, order, variables, dtype):
-    """All coefficients up to `order` of a network with a linear output, by the topmost vertex:
-    (points, M, outputs) like _push. Orders up to top_vertex.pushed_order(K) are pushed
+def _top_vertex(weights, biases, hidden_activations, points, order, variables, dtype, out):
+    """All coefficients up to `order` of a network with a linear output, by the topmost vertex,
+    written to out (points, outputs, M). Orders up to top_vertex.pushed_order(K) are pushed
     forward; the top two (the top one for K = 2) come from the contraction."""
     from . import top_vertex
 
     pushed = top_vertex.pushed_order(order)
-    lower, recorded = _push(weights, biases, hidden_activations, None, points, pushed, variables, dtype,
-                            record=True)
     n_vars = variables.size
-    batch, outputs = points.shape[0], lower.shape[2]
+    widths = [w.shape[0] for w in weights[:-1]]
+    bounds = np.cumsum([0] + widths)
+    batch = points.shape[0]
+    stack = workspace.array("stack", (batch, multi_index.count(n_vars, pushed), bounds[-1]), dtype)
+    lower = _push(weights, biases, hidden_activations, None, points, pushed, variables, dtype, stack=stack)
+    layers = [stack[:, :, bounds[l]:bounds[l + 1]] for l in range(len(widths))]
+    outputs = lower.shape[2]
     # Output propagators g(l) = d f / d a(l), one backward pass: (outputs, points, neurons).
     last = np.asarray(weights[-1], dtype=dtype)
     propagators = [np.ascontiguousarray(np.broadcast_to(last[:, None, :], (outputs, batch, last.shape[1])))]
-    derivatives = [_values(series, activation, order) for series, activation in zip(recorded, hidden_activations)]
+    derivatives = [_values(series, activation, order) for series, activation in zip(layers, hidden_activations)]
     between = [np.asarray(w, dtype=dtype) for w in weights[1:-1]]
-    for layer in range(len(recorded) - 1, 0, -1):
+    for layer in range(len(layers) - 1, 0, -1):
         propagators.insert(0, (propagators[0] * derivatives[layer][None, :, 1, :]) @ between[layer - 1])
-    top = np.empty((outputs, batch, multi_index.count_of_order(n_vars, order)), dtype=dtype)
-    below = np.empty((outputs, batch, multi_index.count_of_order(n_vars, order - 1) if order > 2 else 0), dtype=dtype)
-    top_vertex.contract(recorded, derivatives, propagators, between, order, n_vars, top, below)
-    result = np.empty((batch, multi_index.count(n_vars, order), outputs), dtype=dtype)
-    result[:, :lower.shape[1], :] = lower
-    result[:, lower.shape[1]:lower.shape[1] + below.shape[2], :] = below.transpose(1, 2, 0)
-    result[:, lower.shape[1] + below.shape[2]:, :] = top.transpose(1, 2, 0)
-    return result
+    low = lower.shape[1]
+    sizes = (multi_index.count_of_order(n_vars, order - 1) if order > 2 else 0, multi_index.count_of_order(n_vars, order))
+    top = workspace.array("top", (outputs, batch, sizes[1]), dtype)
+    below = workspace.array("below", (outputs, batch, sizes[0]), dtype)
+    top_vertex.contract(stack, bounds, derivatives, propagators, between, order, n_vars, top, below)
+    out[:, :, :low] = lower.transpose(0, 2, 1)
+    out[:, :, low:low + sizes[0]] = below.transpose(1, 0, 2)
+    np.divide(top.transpose(1, 0, 2), top_vertex.plan(n_vars, order).first_count, out=out[:, :, low + sizes[0]:])
 
 
 def directional_series(weights, biases, hidden_activations, output_activation, points, directions,

@@ -169,12 +169,14 @@ def _check_dtype(dtype):
 
 
 def _check_points(x, n_inputs: int, what: str = "x", dtype=np.float64) -> tuple[np.ndarray, bool]:
-    if np.iscomplexobj(x):
-        raise FeynmlpError(f"{what} must hold real numbers, got dtype {np.asarray(x).dtype}")
     try:
-        points = np.asarray(x, dtype=np.float64)
+        # Inside the try: a ragged nested list makes even the complex test raise.
+        complex_dtype = np.asarray(x).dtype if np.iscomplexobj(x) else None
+        points = None if complex_dtype is not None else np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise FeynmlpError(f"{what} must be an array of numbers: {exc}") from None
+    if complex_dtype is not None:
+        raise FeynmlpError(f"{what} must hold real numbers, got dtype {complex_dtype}")
     if points.ndim not in (1, 2) or points.shape[-1] != n_inputs:
         raise FeynmlpError(f"{what} must have shape ({n_inputs},) or (batch, {n_inputs}) for this network, "
                            f"got {points.shape}")

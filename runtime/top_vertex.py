@@ -1,10 +1,11 @@
 """The highest orders by the topmost vertex: order K (and K-1) from series pushed to order K-2.
 
-In: per hidden layer, the Taylor series of its pre-activations pushed forward up to order
-K-2 (K-1 when K = 2), one block per point (points, M'', neurons), the activation's Taylor
-derivatives s_m = s^(m)(z0)/m! (points, K+1, neurons), the output propagators g = df/da
-(outputs, points, neurons), and the weights between hidden layers. Out: the coefficients of
-order K of every output (outputs, points, M_K) and, for K >= 3, those of order K-1.
+In: the Taylor series of every hidden layer's pre-activations pushed forward up to order
+K-2 (K-1 when K = 2), one block per point with the layers side by side (points, M'', all
+hidden neurons), and per hidden layer the activation's Taylor derivatives
+s_m = s^(m)(z0)/m! (points, K+1, neurons), the output propagators g = df/da (outputs, points,
+neurons) and the weights between hidden layers. Out: the coefficients of order K of every
+output (outputs, points, M_K) and, for K >= 3, those of order K-1.
 
 Why, in three steps (DESIGN.md section 2, "organised by the topmost vertex"):
 
@@ -45,7 +46,7 @@ import functools
 import numpy as np
 from numba import njit
 
-from . import multi_index, threads
+from . import multi_index, threads, workspace
 
 # Columns (betas) per GEMM tile: large enough for BLAS, small enough that the tile's product
 # and its targets stay in the core's cache while they are scattered.
@@ -96,7 +97,7 @@ def plan_bytes(n: int, order: int) -> int:
 
 def workspace_bytes(n: int, order: int, width: int, outputs: int, itemsize: int = 8) -> int:
     """Bytes of the per-thread work arrays of the contraction (R below order K-1, g D per
-    output, R and P of one chunk, one matrix product) for hidden layers up to `width` neurons."""
+    output, R and P of one chunk, one matrix product) for `width` neurons (all hidden layers together)."""
     pushed = multi_index.count(n, pushed_order(order))
     chunk = min(_CHUNK, multi_index.count_of_order(n, order - 1)) if order >= 3 else 0
     per_worker = (pushed * (1 + outputs) + 2 * chunk) * width + max(chunk * (n + 1), _TILE * pushed)
@@ -187,59 +188,78 @@ def _padded_tables(n: int, order: int):
     return np.concatenate(parts), np.concatenate(valence), np.concatenate(weight)
 
 
-def contract(series, derivatives, propagators, weights, order: int, n: int, result: np.ndarray,
+def contract(series, bounds, derivatives, propagators, weights, order: int, n: int, result: np.ndarray,
              below: np.ndarray) -> None:
     """The order-K (and, for K >= 3, order-(K-1)) coefficients of the outputs.
 
     Args:
-        series: per hidden layer, (points, M'', neurons) pre-activation series up to
-            pushed_order(K), graded layout.
+        series: (points, M'', neurons of all hidden layers) pre-activation series up to
+            pushed_order(K), graded layout; hidden layer l owns the neuron columns
+            bounds[l] .. bounds[l + 1] - 1.
+        bounds: (layers + 1,) the layers' column bounds in series.
         derivatives: per hidden layer, (points, K+1, neurons) s^(m)(z0)/m!.
         propagators: per hidden layer, (outputs, points, neurons) g = d output / d activation.
         weights: the weight matrices between consecutive hidden layers, W(l+1) (n_{l+1}, n_l).
         order: K >= 2.
         n: number of expansion variables.
-        result: (outputs, points, M_K), overwritten with the coefficients of order exactly K.
+        result: (outputs, points, M_K), overwritten with the coefficients of order exactly K
+            times gamma_first, i.e. not yet divided by plan(n, K).first_count (the caller does
+            that in the copy to its result, saving a pass over the largest array).
         below: (outputs, points, M_{K-1}), overwritten with the coefficients of order K-1
             (for K = 2, where the push already has them, an empty (outputs, points, 0)).
+
+    Every term is a sum over neurons of per-neuron products, so all hidden layers are one
+    wide layer here: one GEMM with a long inner dimension and one scatter per tile, not one
+    per layer.
     """
     p = plan(n, order)
     dtype = result.dtype
+    outputs, points = result.shape[:2]
     # c_j = (j + 1) s_{j+1}: the coefficients of h'(y) = sum_j c_j y^j, j = 1 .. K-1.
     ranks = np.arange(2, order + 1, dtype=dtype)
-    coefficients = [np.ascontiguousarray(d[:, 2:order + 1, :] * ranks[None, :, None]) for d in derivatives]
-    partners = _partners(series, derivatives, coefficients, propagators, weights, n, order, dtype)
+    coefficients = workspace.array("coefficients", (points, order - 1, bounds[-1]), dtype)
+    wide_propagators = workspace.array("propagators", (outputs, points, bounds[-1]), dtype)
+    for l, d in enumerate(derivatives):
+        np.multiply(d[:, 2:order + 1, :], ranks[None, :, None], out=coefficients[:, :, bounds[l]:bounds[l + 1]])
+        wide_propagators[:, :, bounds[l]:bounds[l + 1]] = propagators[l]
+    partners = _partners(series, bounds, derivatives, coefficients, propagators, weights, n, order, dtype)
     result[...] = 0.0
     below[...] = 0.0
     # Points are independent: blocks of them run in threads (the kernel releases the GIL).
     with threads.single_blas_thread():
-        for layer in range(len(series)):
-            threads.run_blocks(_contract_layer, (
-                _gemm(dtype), series[layer], coefficients[layer], propagators[layer], partners[layer],
-                p.first_power, p.splits, p.tiles, p.tile_ptr, p.targets, p.first_variable, p.pair_targets,
-                p.tables, p.valence, p.weight, p.chunks, p.chunk_rows, p.chunk_tiles, result, below), result.shape[1])
-    result /= p.first_count
+        threads.run_blocks(_contract_layer, (
+            _gemm(dtype), series, coefficients, wide_propagators, partners,
+            p.first_power, p.splits, p.tiles, p.tile_ptr, p.targets, p.first_variable, p.pair_targets,
+            p.tables, p.valence, p.weight, p.chunks, p.chunk_rows, p.chunk_tiles, result, below), points)
 
 
-def _partners(series, derivatives, coefficients, propagators, weights, n, order, dtype):
-    """Per hidden layer, (outputs, points, n + 1, neurons): the pulled-back partners V(l) of
-    the top-order products (step 3 of the module docstring) and, last, g(l) itself."""
+def _partners(series, bounds, derivatives, coefficients, propagators, weights, n, order, dtype):
+    """(outputs, points, n + 1, neurons of all layers): in layer l's columns, the pulled-back
+    partners V(l) of the top-order products (step 3 of the module docstring) and, last, g(l)."""
     outputs, points = propagators[0].shape[:2]
+    partners = workspace.array("partners", (outputs, points, n + 1 if order > 2 else 0, bounds[-1]), dtype)
     if order == 2:
-        return [np.zeros((outputs, points, 0, s.shape[2]), dtype=dtype) for s in series]
-    partners = [np.empty((outputs, points, n + 1, s.shape[2]), dtype=dtype) for s in series]
-    accumulated = None  # Y~(l+1)
-    for l in range(len(series) - 1, -1, -1):
-        partners[l][:, :, n, :] = propagators[l]
-        pulled = partners[l][:, :, :n, :]
+        return partners
+    accumulated = None  # Y~(l+1), (outputs * points * n, neurons of layer l+1)
+    for l in range(len(derivatives) - 1, -1, -1):
+        columns = slice(bounds[l], bounds[l + 1])
+        width = bounds[l + 1] - bounds[l]
+        partners[:, :, n, columns] = propagators[l]
+        pulled = workspace.array(("pulled", l % 2), (outputs, points, n, width), dtype)
         if accumulated is None:
             pulled[...] = 0.0  # V(L) = 0: nothing above the last hidden layer
         else:
-            np.matmul(accumulated, weights[l], out=pulled)  # V(l) = W_{l+1}^T Y~(l+1)
+            # V(l) = W_{l+1}^T Y~(l+1): one matrix product over all outputs, points and variables.
+            np.matmul(accumulated, weights[l], out=pulled.reshape(-1, width))
+        partners[:, :, :n, columns] = pulled
         if l:
-            # Y~(l) = Y(l) + s_1(l) V(l), with Y = g c_1 D_1: (outputs, points, n, neurons).
-            y = series[l][:, 1:1 + n, :] * coefficients[l][:, None, 0, :]
-            accumulated = propagators[l][:, :, None, :] * y[None] + derivatives[l][None, :, None, 1, :] * pulled
+            # Y~(l) = Y(l) + s_1(l) V(l), with Y = g c_1 D_1.
+            gc = propagators[l] * coefficients[None, :, 0, columns]
+            term = workspace.array("partner term", pulled.shape, dtype)
+            np.multiply(gc[:, :, None, :], series[None, :, 1:1 + n, columns], out=term)
+            pulled *= derivatives[l][None, :, None, 1, :]
+            pulled += term
+            accumulated = pulled.reshape(-1, width)
     return partners
 
 

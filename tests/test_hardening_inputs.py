@@ -217,6 +217,13 @@ def test_complex_points_are_refused():
         feynmlp.taylor(small_mlp(), np.array([1 + 1j, 2.0]), 1)
 
 
+@pytest.mark.parametrize("points", [[0.0, []], [[1.0, 2.0], [3.0]]])
+def test_ragged_points_are_refused(points):
+    # Found by the fuzz test: numpy's complex test itself raised ValueError on ragged lists.
+    with pytest.raises(FeynmlpError, match="array of numbers"):
+        feynmlp.taylor(small_mlp(), points, 1)
+
+
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
 def test_points_beyond_float32_are_refused_for_float32():
     with pytest.raises(FeynmlpError, match="float32"):

@@ -1,0 +1,61 @@
+"""feynmlp.workspace: reused work arrays, and that no result handed back lives in one.
+
+The reference for the expansions is torch.func (nested jacfwd), through the helpers of
+tests/test_taylor_against_torch.py.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import feynmlp
+from feynmlp import workspace
+from test_taylor_against_torch import assert_relative_close, random_mlp, torch_derivative_tensors, torch_network
+
+
+def test_same_name_reuses_memory_and_grows_when_too_small():
+    workspace.release()
+    first = workspace.array("x", (4, 5), np.float64)
+    again = workspace.array("x", (2, 3), np.float64)
+    assert np.shares_memory(first, again)
+    other = workspace.array("y", (4, 5), np.float64)
+    assert not np.shares_memory(first, other)
+    grown = workspace.array("x", (100, 100), np.float32)
+    assert grown.shape == (100, 100) and grown.dtype == np.float32 and grown.flags.c_contiguous
+    assert workspace.kept_bytes() >= grown.nbytes + other.nbytes
+    workspace.release()
+    assert workspace.kept_bytes() == 0
+
+
+def test_large_buffers_are_not_kept():
+    workspace.release()
+    big = workspace.array("big", (workspace._KEEP_BYTES // 8 + 1,), np.float64)
+    assert big.size == workspace._KEEP_BYTES // 8 + 1
+    assert workspace.kept_bytes() == 0
+
+
+def test_threads_get_their_own_buffers():
+    workspace.release()
+    mine = workspace.array("x", (10,), np.float64)
+    theirs = []
+    thread = threading.Thread(target=lambda: theirs.append(workspace.array("x", (10,), np.float64)))
+    thread.start()
+    thread.join()
+    assert not np.shares_memory(mine, theirs[0])
+
+
+@pytest.mark.parametrize("scheme", ["forward", "top-vertex"])
+def test_results_survive_later_expansions(scheme):
+    """Each call's coefficients stay those of its own points after later calls on the same
+    thread (which reuse the work arrays), for both schemes; checked against torch."""
+    rng = np.random.default_rng(7)
+    mlp = random_mlp(rng, [3, 6, 5, 1], ["tanh", "sigmoid"])
+    f = torch_network(mlp)
+    points = [rng.normal(size=(2, 3)) for _ in range(3)]
+    expansions = [feynmlp.taylor(mlp, x, 3, scheme=scheme) for x in points]
+    for x, expansion in zip(points, expansions):
+        for k in (1, 2, 3):
+            want = np.stack([torch_derivative_tensors(f, point, 3)[k] for point in x])
+            assert_relative_close(expansion.derivative_tensor(k), want, what=f"order {k}")
