@@ -242,23 +242,26 @@ def directional_series(weights, biases, hidden_activations, output_activation, p
     widths = [w.shape[0] for w in weights]
     _check_memory(widths, batch, order + 1, np.dtype(dtype).itemsize, order, 1, "a directional expansion")
     first = np.asarray(weights[0], dtype=dtype)
-    series = np.zeros((first.shape[0], batch, order + 1), dtype=dtype)
+    series = workspace.array(("series", 0), (first.shape[0], batch, order + 1), dtype)
     series[:, :, 0] = first @ points.T + np.asarray(biases[0], dtype=dtype)[:, None]
     series[:, :, 1] = first @ directions.T
+    series[:, :, 2:] = 0.0
     for layer in range(1, len(weights)):
         series = _vertex_layer_directional(series, hidden_activations[layer - 1], order)
         weight = np.asarray(weights[layer], dtype=dtype)
-        flat = weight @ series.reshape(series.shape[0], batch * (order + 1))
-        series = flat.reshape(weight.shape[0], batch, order + 1)
-        series[:, :, 0] += np.asarray(biases[layer], dtype=dtype)[:, None]
+        out = workspace.array(("series", layer % 2), (weight.shape[0], batch, order + 1), dtype)
+        np.matmul(weight, series.reshape(series.shape[0], batch * (order + 1)), out=out.reshape(weight.shape[0], -1))
+        out[:, :, 0] += np.asarray(biases[layer], dtype=dtype)[:, None]
+        series = out
     if output_activation is not None:
         series = _vertex_layer_directional(series, output_activation, order)
-    return series.transpose(1, 0, 2)
+    # A new array for the caller: the series above live in the workspace.
+    return series.transpose(1, 0, 2).copy()
 
 
 def _vertex_layer_directional(series, activation, order):
     module = kernel_module(activation, order)
     rows = series.reshape(-1, series.shape[-1])
-    out = np.empty_like(rows)
+    out = workspace.array("composed", rows.shape, rows.dtype)
     call_kernel(module, "compose_directional", rows, out, blocks=rows.shape[0])
     return out.reshape(series.shape)

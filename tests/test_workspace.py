@@ -12,7 +12,8 @@ import pytest
 
 import feynmlp
 from feynmlp import workspace
-from test_taylor_against_torch import assert_relative_close, random_mlp, torch_derivative_tensors, torch_network
+from test_taylor_against_torch import (assert_relative_close, random_mlp, torch_derivative_tensors,
+                                       torch_directional_coefficients, torch_network)
 
 
 def test_same_name_reuses_memory_and_grows_when_too_small():
@@ -59,3 +60,15 @@ def test_results_survive_later_expansions(scheme):
         for k in (1, 2, 3):
             want = np.stack([torch_derivative_tensors(f, point, 3)[k] for point in x])
             assert_relative_close(expansion.derivative_tensor(k), want, what=f"order {k}")
+
+
+def test_directional_results_survive_later_expansions():
+    rng = np.random.default_rng(8)
+    mlp = random_mlp(rng, [3, 6, 5, 1], ["tanh", "sin"])
+    f = torch_network(mlp)
+    x = rng.normal(size=3)
+    directions = [rng.normal(size=(2, 3)) for _ in range(3)]
+    series = [feynmlp.directional(mlp, x, v, 3) for v in directions]
+    for v, got in zip(directions, series):
+        want = np.stack([torch_directional_coefficients(f, x, direction, 3) for direction in v])
+        assert_relative_close(got, want, what="directional")
