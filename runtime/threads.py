@@ -11,8 +11,6 @@ from __future__ import annotations
 import functools
 import os
 
-import numpy as np
-
 
 def count() -> int:
     """Worker threads: Numba's thread count (NUMBA_NUM_THREADS, by default every core), at most
@@ -31,8 +29,8 @@ def run_blocks(kernel, args: tuple, points: int, start: int = 0) -> None:
 
     Call it inside single_blas_thread() when the kernel calls BLAS."""
     workers = max(1, min(count(), points - start))
-    bounds = np.linspace(start, points, workers + 1).astype(int)
-    calls = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+    bounds = [start + (points - start) * i // workers for i in range(workers + 1)]
+    calls = [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
     if len(calls) <= 1:
         for lo, hi in calls:
             kernel(*args, lo, hi)
