@@ -234,34 +234,51 @@ def directional_series(weights, biases, hidden_activations, output_activation, p
                        order: int, dtype=np.float64) -> np.ndarray:
     """Coefficients of t -> f(x + t v) up to t^order, for each (point, direction) pair.
 
-    points and directions are (batch, n_in); returns (batch, n_out, order + 1).
+    points is (batch, n_in), or (1, n_in) for one point shared by every direction; directions
+    is (batch, n_in); returns (batch, n_out, order + 1). A shared point is pushed through the
+    network once and its activation derivatives are computed once per neuron, not per
+    direction (the Born terms of many potentials are expansions at the one point U = 0).
     """
     points = np.asarray(points, dtype=dtype)
     directions = np.asarray(directions, dtype=dtype)
-    batch = points.shape[0]
+    batch = directions.shape[0]
+    shared = points.shape[0] == 1
     widths = [w.shape[0] for w in weights]
     _check_memory(widths, batch, order + 1, np.dtype(dtype).itemsize, order, 1, "a directional expansion")
     first = np.asarray(weights[0], dtype=dtype)
     series = workspace.array(("series", 0), (first.shape[0], batch, order + 1), dtype)
-    series[:, :, 0] = first @ points.T + np.asarray(biases[0], dtype=dtype)[:, None]
+    values = first @ points.T + np.asarray(biases[0], dtype=dtype)[:, None]  # (neurons, 1 or batch)
+    series[:, :, 0] = values
     series[:, :, 1] = first @ directions.T
     series[:, :, 2:] = 0.0
     for layer in range(1, len(weights)):
-        series = _vertex_layer_directional(series, hidden_activations[layer - 1], order)
+        series, activated = _vertex_layer_directional(series, hidden_activations[layer - 1], order, shared)
         weight = np.asarray(weights[layer], dtype=dtype)
+        bias = np.asarray(biases[layer], dtype=dtype)
         out = workspace.array(("series", layer % 2), (weight.shape[0], batch, order + 1), dtype)
         np.matmul(weight, series.reshape(series.shape[0], batch * (order + 1)), out=out.reshape(weight.shape[0], -1))
-        out[:, :, 0] += np.asarray(biases[layer], dtype=dtype)[:, None]
+        if shared:
+            # Every direction gets the same values, bit for bit: the one point's own pass.
+            out[:, :, 0] = (weight @ activated + bias)[:, None]
+        else:
+            out[:, :, 0] += bias[:, None]
         series = out
     if output_activation is not None:
-        series = _vertex_layer_directional(series, output_activation, order)
+        series, _ = _vertex_layer_directional(series, output_activation, order, shared)
     # A new array for the caller: the series above live in the workspace.
     return series.transpose(1, 0, 2).copy()
 
 
-def _vertex_layer_directional(series, activation, order):
+def _vertex_layer_directional(series, activation, order, shared):
+    """The activation applied to (neurons, batch, order + 1) series, into the workspace; and,
+    when every direction shares one point, the activation's values (neurons,) at that point."""
     module = kernel_module(activation, order)
     rows = series.reshape(-1, series.shape[-1])
     out = workspace.array("composed", rows.shape, rows.dtype)
-    call_kernel(module, "compose_directional", rows, out, blocks=rows.shape[0])
-    return out.reshape(series.shape)
+    if not shared:
+        call_kernel(module, "compose_directional", rows, out, blocks=rows.shape[0])
+        return out.reshape(series.shape), None
+    derivatives = np.empty((series.shape[0], order + 1), dtype=series.dtype)
+    call_kernel(module, "taylor_derivatives", np.ascontiguousarray(series[:, 0, 0]), derivatives)
+    call_kernel(module, "compose_directional_shared", rows, derivatives, out, blocks=rows.shape[0])
+    return out.reshape(series.shape), derivatives[:, 0].copy()

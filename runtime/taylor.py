@@ -313,10 +313,12 @@ def directional(mlp: MLP, x, v, order: int, dtype=np.float64, nonfinite: str = "
     dtype = _check_dtype(dtype)
     points, single_x = _check_points(x, mlp.n_inputs, "x", dtype)
     directions, single_v = _check_points(v, mlp.n_inputs, "v", dtype)
-    try:
-        points, directions = np.broadcast_arrays(points, directions)
-    except ValueError:
-        raise FeynmlpError(f"x and v hold different numbers of points ({points.shape[0]} and {directions.shape[0]})") from None
+    if points.shape[0] != directions.shape[0] and points.shape[0] != 1:
+        if directions.shape[0] != 1:
+            raise FeynmlpError(f"x and v hold different numbers of points ({points.shape[0]} and "
+                               f"{directions.shape[0]})")
+        directions = np.broadcast_to(directions, points.shape)
+    # One point with many directions stays one point: forward pushes it through once.
     hidden, output = _activations(mlp, order)
     _check_nonfinite_option(nonfinite)
     series = forward.directional_series(mlp.weights, mlp.biases, hidden, output, np.ascontiguousarray(points),

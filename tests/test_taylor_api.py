@@ -25,6 +25,7 @@ import feynmlp
 from feynmlp import MLP, FeynmlpError, ModelFileError, ResourceLimitError, UnsupportedActivationError
 from feynmlp import multi_index
 from test_taylor_against_torch import (
+    BUILTIN,
     assert_relative_close,
     check_against_torch,
     random_mlp,
@@ -99,6 +100,22 @@ def test_directional_broadcasts_points_against_directions(network):
     assert feynmlp.directional(mlp, xs[:1], vs[0], 3).shape == (1, 2, 4)
     with pytest.raises(FeynmlpError, match=r"\b4\b.*\b3\b"):
         feynmlp.directional(mlp, xs, vs[:3], 3)
+
+
+@pytest.mark.parametrize("activation", BUILTIN)
+def test_directional_with_one_shared_point(activation):
+    """One point and many directions takes the shared-point path (the point pushed once, the
+    activation evaluated once per neuron): the same numbers as the point repeated for every
+    direction (the per-row path) and as torch."""
+    rng = np.random.default_rng(21)
+    mlp = random_mlp(rng, (3, 6, 5, 2), [activation, "tanh"], output_activation="sigmoid")
+    x, vs = rng.normal(size=3), rng.normal(size=(5, 3))
+    shared = feynmlp.directional(mlp, x, vs, 4)
+    repeated = feynmlp.directional(mlp, np.repeat(x[None], 5, axis=0), vs, 4)
+    assert_relative_close(shared, repeated, rtol=1e-13, what="shared point against repeated point")
+    f = torch_network(mlp)
+    for p in (0, 4):
+        assert_relative_close(shared[p], torch_directional_series(f, x, vs[p], 4), what=f"direction {p}")
 
 
 def test_directional_zeroth_coefficient_is_the_forward_pass(network):
