@@ -131,7 +131,7 @@ def multivariate_series(weights, biases, hidden_activations, output_activation, 
     for start in range(0, batch, chunk):
         block = points[start:start + chunk]
         if scheme == "forward":
-            series = _push(weights, biases, hidden_activations, output_activation, block, order, variables, dtype)
+            series, _ = _push(weights, biases, hidden_activations, output_activation, block, order, variables, dtype)
             result[start:start + chunk] = series.transpose(0, 2, 1)
         else:
             _top_vertex(weights, biases, hidden_activations, block, order, variables, dtype,
@@ -139,19 +139,22 @@ def multivariate_series(weights, biases, hidden_activations, output_activation, 
     return result
 
 
-def _push(weights, biases, hidden_activations, output_activation, points, order, variables, dtype, stack=None):
-    """Forward series (points, M, n_out) up to `order`; with stack (points, M, sum of the hidden
-    widths), each hidden layer's pre-activation series is also copied into its own block of
-    stack's neuron columns, in order.
+def _push(weights, biases, hidden_activations, output_activation, points, order, variables, dtype, stack=None,
+          derivative_order=None):
+    """Forward series (points, M, n_out) up to `order`, and per hidden layer the activation's
+    derivatives s^(m)(z0)/m!, m = 0..derivative_order (default `order`), (points, m + 1, neurons).
+    With stack (points, M, sum of the hidden widths), each hidden layer's pre-activation series
+    is also copied into its own block of stack's neuron columns, in order.
 
     One block per point, neurons innermost: the vertex kernels vectorise over the neurons, the
     affine maps are one matrix product over all points and coefficients, and the top-vertex
-    contraction reads each point's block without a transpose. The array returned is a
+    contraction reads each point's block without a transpose. The series returned is a
     feynmlp.workspace array: valid until the next expansion on this thread.
     """
     n_vars = variables.size
     columns = multi_index.count(n_vars, order)
     tables = multi_index.vertex_tables(n_vars, order)
+    derivative_order = order if derivative_order is None else derivative_order
     first = np.asarray(weights[0], dtype=dtype)
     series = workspace.array(("series", 0), (points.shape[0], columns, first.shape[0]), dtype)
     series[:, 0, :] = points @ first.T + np.asarray(biases[0], dtype=dtype)
@@ -159,16 +162,19 @@ def _push(weights, biases, hidden_activations, output_activation, points, order,
     series[:, 1:1 + n_vars, :] = first[:, variables].T[None, :, :]
     series[:, 1 + n_vars:, :] = 0.0
     column = 0
+    derivatives = []
     for layer in range(1, len(weights)):
         if stack is not None:
             stack[:, :, column:column + series.shape[2]] = series
             column += series.shape[2]
-        series = _vertex_layer_multivariate(series, hidden_activations[layer - 1], order, tables)
+        derivatives.append(_values(series, hidden_activations[layer - 1], derivative_order))
+        series = _vertex_layer_multivariate(series, derivatives[-1], hidden_activations[layer - 1], order, tables)
         # Two series buffers in turn: the input of a layer is dead once its vertex layer ran.
         series = _affine(series, weights[layer], biases[layer], dtype, ("series", layer % 2))
     if output_activation is not None:
-        series = _vertex_layer_multivariate(series, output_activation, order, tables)
-    return series
+        series = _vertex_layer_multivariate(series, _values(series, output_activation, order), output_activation,
+                                            order, tables)
+    return series, derivatives
 
 
 def _affine(series, weight, bias, dtype, name):
@@ -182,10 +188,10 @@ def _affine(series, weight, bias, dtype, name):
     return out
 
 
-def _vertex_layer_multivariate(series, activation, order, tables):
+def _vertex_layer_multivariate(series, derivatives, activation, order, tables):
     module = kernel_module(activation, order)
     out = workspace.array("composed", series.shape, series.dtype)
-    call_kernel(module, "compose_multivariate", series, out, *tables, blocks=series.shape[0])
+    call_kernel(module, "compose_multivariate", series, derivatives, out, *tables, blocks=series.shape[0])
     return out
 
 
@@ -210,15 +216,14 @@ def _top_vertex(weights, biases, hidden_activations, points, order, variables, d
     bounds = np.cumsum([0] + widths)
     batch = points.shape[0]
     stack = workspace.array("stack", (batch, multi_index.count(n_vars, pushed), bounds[-1]), dtype)
-    lower = _push(weights, biases, hidden_activations, None, points, pushed, variables, dtype, stack=stack)
-    layers = [stack[:, :, bounds[l]:bounds[l + 1]] for l in range(len(widths))]
+    lower, derivatives = _push(weights, biases, hidden_activations, None, points, pushed, variables, dtype,
+                               stack=stack, derivative_order=order)
     outputs = lower.shape[2]
     # Output propagators g(l) = d f / d a(l), one backward pass: (outputs, points, neurons).
     last = np.asarray(weights[-1], dtype=dtype)
     propagators = [np.ascontiguousarray(np.broadcast_to(last[:, None, :], (outputs, batch, last.shape[1])))]
-    derivatives = [_values(series, activation, order) for series, activation in zip(layers, hidden_activations)]
     between = [np.asarray(w, dtype=dtype) for w in weights[1:-1]]
-    for layer in range(len(layers) - 1, 0, -1):
+    for layer in range(len(derivatives) - 1, 0, -1):
         propagators.insert(0, (propagators[0] * derivatives[layer][None, :, 1, :]) @ between[layer - 1])
     low = lower.shape[1]
     sizes = (multi_index.count_of_order(n_vars, order - 1) if order > 2 else 0, multi_index.count_of_order(n_vars, order))
