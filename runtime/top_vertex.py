@@ -61,7 +61,7 @@ class Plan:
     """Everything about the contraction that depends only on (n, K)."""
 
     splits: np.ndarray        # (S, 5): alpha column start, alpha count, beta start, beta count, targets offset
-    tiles: np.ndarray         # (T, 3): beta tile start, stop (within the split), rows needed
+    tiles: np.ndarray         # (T, 4): beta tile start, stop (within the split), rows needed, split
     tile_ptr: np.ndarray      # (S + 1,): tiles of split s are tile_ptr[s] .. tile_ptr[s + 1] - 1
     targets: np.ndarray       # int32, per split (alpha count x beta count): gamma - offset_K, or -1
     first_power: np.ndarray   # alpha_first of each column of order <= K-1 (0 for the constant)
@@ -71,9 +71,9 @@ class Plan:
     tables: np.ndarray        # (rows, K) vertex tables of order K-1 sorted by target, padded with -1
     valence: np.ndarray       # (rows,) m of each table row
     weight: np.ndarray        # (rows,) distinct orderings of each row's sources
-    chunks: np.ndarray        # (C + 1,) bounds of the chunks of order-(K-1) rows (K >= 3)
-    chunk_rows: np.ndarray    # (C + 1,) table rows: lower targets end at [0], chunk c ends at [c + 1]
-    chunk_tiles: np.ndarray   # (C + 1,) tiles of split 0 (|alpha| = 1, |beta| = K-1) per chunk
+    segments: np.ndarray      # (1 + C, 6): table rows i0, i1, tiles t0, t1, order-(K-1) rows start, stop;
+                              # segment 0: orders < K-1 and the splits |alpha| >= 2 (all splits for K = 2),
+                              # segment 1 + c: chunk c of the order-(K-1) rows and its tiles of split 0
 
 
 def pushed_order(order: int) -> int:
@@ -97,7 +97,8 @@ def plan_bytes(n: int, order: int) -> int:
 
 def workspace_bytes(n: int, order: int, width: int, outputs: int, itemsize: int = 8) -> int:
     """Bytes of the per-thread work arrays of the contraction (R below order K-1, g D per
-    output, R and P of one chunk, one matrix product) for `width` neurons (all hidden layers together)."""
+    output, R and P of one chunk, one matrix product) for `width` neurons (all hidden layers
+    together)."""
     pushed = multi_index.count(n, pushed_order(order))
     chunk = min(_CHUNK, multi_index.count_of_order(n, order - 1)) if order >= 3 else 0
     per_worker = (pushed * (1 + outputs) + 2 * chunk) * width + max(chunk * (n + 1), _TILE * pushed)
@@ -137,7 +138,7 @@ def plan(n: int, order: int) -> Plan:
             # Rows whose first variable is at most the tile's last beta's first variable.
             needed = int(np.searchsorted(first_a, first_b[c1 - 1], side="right"))
             if needed:
-                tiles.append((c0, c1, needed))
+                tiles.append((c0, c1, needed, len(splits) - 1))
         tile_ptr.append(len(tiles))
     lower = padded[:offsets[order]]
     first_power = (lower == lower[:, :1]).sum(axis=1).astype(np.float64)
@@ -153,19 +154,25 @@ def plan(n: int, order: int) -> Plan:
         pair_targets = np.zeros((0, n), dtype=np.int32)
         first_variable = np.zeros(0, dtype=np.int64)
     tables, valence, weight = _padded_tables(n, order - 1)
-    by_target = np.argsort(tables[:, 0], kind="stable")  # _compose_rows accumulates per target
+    # _contract_points accumulates per target, and within a target per run of one valence: the
+    # stable sort keeps each target's rows in _padded_tables' order of valence (one run each).
+    by_target = np.argsort(tables[:, 0], kind="stable")
     tables, valence, weight = tables[by_target], valence[by_target], weight[by_target]
-    tiles = np.array(tiles, dtype=np.int64).reshape(-1, 3)
+    tiles = np.array(tiles, dtype=np.int64).reshape(-1, 4)
     first_top = int(offsets[order - 1])
     top_rows = pair_targets.shape[0]
     chunks = np.array(list(range(0, top_rows, _CHUNK)) + [top_rows], dtype=np.int64) if top_rows else \
         np.zeros(1, dtype=np.int64)
-    chunk_rows = np.searchsorted(tables[:, 0], np.concatenate([[first_top], first_top + chunks[1:]])).astype(np.int64)
+    chunk_rows = np.searchsorted(tables[:, 0], np.concatenate([[first_top], first_top + chunks[1:]]))
     split_zero = tiles[tile_ptr[0]:tile_ptr[1], 0] if top_rows else np.zeros(0, dtype=np.int64)
-    chunk_tiles = (tile_ptr[0] + np.searchsorted(split_zero, chunks)).astype(np.int64)
+    chunk_tiles = tile_ptr[0] + np.searchsorted(split_zero, chunks)
+    # Split 0 (|alpha| = 1) runs per chunk when there are order-(K-1) rows; segment 0 has the rest.
+    segments = [(0, chunk_rows[0], tile_ptr[1 if top_rows else 0], tile_ptr[-1], 0, 0)]
+    segments += [(chunk_rows[c], chunk_rows[c + 1], chunk_tiles[c], chunk_tiles[c + 1], chunks[c], chunks[c + 1])
+                 for c in range(len(chunks) - 1)]
     result = Plan(np.array(splits, dtype=np.int64), tiles, np.array(tile_ptr, dtype=np.int64),
                   np.concatenate(targets), first_power, first_count, pair_targets, first_variable, tables,
-                  valence, weight, chunks, chunk_rows, chunk_tiles)
+                  valence, weight, np.array(segments, dtype=np.int64))
     for field in dataclasses.fields(result):
         getattr(result, field.name).setflags(write=False)
     return result
@@ -215,22 +222,61 @@ def contract(series, bounds, derivatives, propagators, weights, order: int, n: i
     p = plan(n, order)
     dtype = result.dtype
     outputs, points = result.shape[:2]
-    # c_j = (j + 1) s_{j+1}: the coefficients of h'(y) = sum_j c_j y^j, j = 1 .. K-1.
+    neurons = bounds[-1]
+    # Per layer, side by side: s_m, c_j = (j + 1) s_{j+1} (the coefficients of
+    # h'(y) = sum_j c_j y^j, j = 1 .. K-1) and the propagators.
     ranks = np.arange(2, order + 1, dtype=dtype)
-    coefficients = workspace.array("coefficients", (points, order - 1, bounds[-1]), dtype)
-    wide_propagators = workspace.array("propagators", (outputs, points, bounds[-1]), dtype)
+    wide_derivatives = workspace.array("derivatives", (points, order + 1, neurons), dtype)
+    coefficients = workspace.array("coefficients", (points, order - 1, neurons), dtype)
+    wide_propagators = workspace.array("propagators", (outputs, points, neurons), dtype)
     for l, d in enumerate(derivatives):
-        np.multiply(d[:, 2:order + 1, :], ranks[None, :, None], out=coefficients[:, :, bounds[l]:bounds[l + 1]])
-        wide_propagators[:, :, bounds[l]:bounds[l + 1]] = propagators[l]
+        columns = slice(bounds[l], bounds[l + 1])
+        wide_derivatives[:, :, columns] = d
+        np.multiply(d[:, 2:order + 1, :], ranks[None, :, None], out=coefficients[:, :, columns])
+        wide_propagators[:, :, columns] = propagators[l]
     partners = _partners(series, bounds, derivatives, coefficients, propagators, weights, n, order, dtype)
     result[...] = 0.0
     below[...] = 0.0
     # Points are independent: blocks of them run in threads (the kernel releases the GIL).
     with threads.single_blas_thread():
-        threads.run_blocks(_contract_layer, (
-            _gemm(dtype), series, coefficients, wide_propagators, partners,
-            p.first_power, p.splits, p.tiles, p.tile_ptr, p.targets, p.first_variable, p.pair_targets,
-            p.tables, p.valence, p.weight, p.chunks, p.chunk_rows, p.chunk_tiles, result, below), points)
+        threads.run_blocks(_contract_block, (
+            p, series, wide_derivatives, coefficients, wide_propagators, partners, result, below), points)
+
+
+def _contract_block(p: Plan, series, derivatives, coefficients, propagators, partners, result, below, lo,
+                    hi) -> None:
+    """_contract_points on points lo .. hi-1 with work arrays of its own (one block per thread).
+
+    The arrays go to the kernel as (rows, neurons) matrices or flat (index arithmetic in the
+    kernel), and the operands of its BLAS calls as addresses: Numba's code for array views,
+    .ctypes objects and indices in three or more dimensions was most of its compile time."""
+    dtype = result.dtype
+    points, pushed, neurons = series.shape
+    outputs = propagators.shape[0]
+    n = p.pair_targets.shape[1]
+    chunk = int((p.segments[:, 5] - p.segments[:, 4]).max())
+    tiles = p.tiles
+    largest = max(chunk * (n + 1), int(((tiles[:, 1] - tiles[:, 0]) * tiles[:, 2]).max(initial=0)))
+    # Work arrays of this thread, reused from call to call (feynmlp.workspace).
+    r = workspace.array("contract r", (pushed, neurons), dtype)                  # R = h'(dz), orders < K-1
+    r_top = workspace.array("contract r_top", (max(1, chunk), neurons), dtype)   # R of one chunk of order K-1
+    p_top = workspace.array("contract p_top", (max(1, chunk), neurons), dtype)   # P of the same chunk
+    scaled = workspace.array("contract scaled", (outputs * pushed, neurons), dtype)  # g * D per output
+    buffer = workspace.array("contract product", (max(1, largest),), dtype)      # one matrix product
+    ints = np.array([84, 78, 0, 0, neurons, 0], dtype=np.int32)  # BLAS arguments by reference: 'T', 'N'
+    scalars = np.array([1.0, 0.0], dtype=dtype)                 # alpha, beta
+    if not all(a.flags.c_contiguous for a in (series, derivatives, coefficients, propagators, partners, result, below)):
+        raise ValueError("the top-vertex kernel takes C-contiguous arrays")
+    sizes = np.array([points, pushed, neurons, outputs, n, derivatives.shape[1], coefficients.shape[1],
+                      p.tables.shape[1], dtype.itemsize], dtype=np.int64)
+    address = np.array([a.ctypes.data for a in (r, r_top, p_top, scaled, partners, buffer, ints, scalars)],
+                       dtype=np.int64)
+    _contract_points(
+        _gemm(dtype), *(a.reshape(-1, neurons) for a in (series, derivatives, coefficients, propagators)),
+        result.reshape(outputs * points, -1), below.reshape(outputs * points, below.shape[2]), p.first_power,
+        p.splits.reshape(-1), tiles.reshape(-1), p.targets, p.first_variable, p.pair_targets.reshape(-1),
+        p.tables.reshape(-1), p.valence, p.weight, p.segments.reshape(-1), r, r_top, p_top, scaled, buffer, ints, sizes,
+        address, lo, hi)
 
 
 def _partners(series, bounds, derivatives, coefficients, propagators, weights, n, order, dtype):
@@ -265,183 +311,191 @@ def _partners(series, bounds, derivatives, coefficients, propagators, weights, n
 
 @functools.lru_cache(maxsize=2)
 def _gemm(dtype) -> object:
-    """SciPy's BLAS dgemm or sgemm as a ctypes function (every argument a pointer, Fortran
-    convention). The kernel calls it directly: Numba's own np.dot costs seconds of compile
-    time on a cold cache, and a function pointer passed as an argument keeps the kernel
-    cacheable (the address is not baked into the compiled code)."""
+    """SciPy's BLAS dgemm or sgemm as a ctypes function of 13 pointers (Fortran convention),
+    declared as taking pointer-sized integers: the kernel passes addresses it computed. It
+    calls BLAS directly: Numba's own np.dot costs seconds of compile time on a cold cache, and
+    a function pointer passed as an argument keeps the kernel cacheable (the address is not
+    baked into the compiled code)."""
     import ctypes
 
     from numba.extending import get_cython_function_address
 
     name = {np.dtype(np.float64): "dgemm", np.dtype(np.float32): "sgemm"}[np.dtype(dtype)]
-    pointer = ctypes.c_void_p
-    return ctypes.CFUNCTYPE(None, *([pointer] * 13))(get_cython_function_address("scipy.linalg.cython_blas", name))
+    return ctypes.CFUNCTYPE(None, *([ctypes.c_ssize_t] * 13))(
+        get_cython_function_address("scipy.linalg.cython_blas", name))
 
 
-@njit(nogil=True, cache=True)
-def _product_rows(gemm, a, b, c, rows, width, inner, ints, scalars):  # pragma: no cover - compiled
-    """c[:rows, :width] = a[:rows] @ b[:width].T for row-major a (rows x inner), b (width x
-    inner) and c (rows x width), i.e. in BLAS's column-major terms C^T = B^T' A^T."""
-    ints[0] = 84   # 'T'
-    ints[1] = 78   # 'N'
-    ints[2] = width
-    ints[3] = rows
-    ints[4] = inner
-    ints[5] = width
-    scalars[0] = 1.0
-    scalars[1] = 0.0
-    gemm(ints[0:].ctypes, ints[1:].ctypes, ints[2:].ctypes, ints[3:].ctypes, ints[4:].ctypes, scalars[0:].ctypes,
-         b.ctypes, ints[4:].ctypes, a.ctypes, ints[4:].ctypes, scalars[1:].ctypes, c.ctypes, ints[5:].ctypes)
+@njit(nogil=True, cache=True, error_model="numpy")
+def _contract_points(gemm, series, derivatives, coefficients, propagators, result, below, first_power,
+                    splits, tiles, targets, first_variable, pair_targets, tables, valence, weight, segments, r, r_top,
+                    p_top, scaled, buffer, ints, sizes, address, lo, hi):  # pragma: no cover - compiled
+    """Points lo..hi-1, all hidden layers side by side as one wide layer, added into
+    result[:, lo:hi] (and below[:, lo:hi]).
 
+    Per point, segment by segment of the plan: segment 0 composes R's orders < K-1 from the
+    tables and runs the splits |alpha| >= 2 (all of them when K = 2); segment 1 + c composes R
+    and P of chunk c of the order-(K-1) rows, runs the split |alpha| = 1 over the chunk's betas
+    and the chunk's P^T [V | g].
 
-@njit(nogil=True, cache=True)
-def _contract_layer(gemm, series, coefficients, propagators, partners, first_power, splits, tiles, tile_ptr,
-                    targets, first_variable, pair_targets, tables, valence, weight, chunks, chunk_rows,
-                    chunk_tiles, result, below, lo, hi):  # pragma: no cover - compiled
-    """One hidden layer's share, added into result[:, lo:hi] (and below[:, lo:hi]).
-
-    Per point: R's orders < K-1 from the tables; the splits |alpha| >= 2 (all of them when
-    K = 2); then, chunk by chunk of the order-(K-1) rows, R and P of the chunk, the split
-    |alpha| = 1 over the chunk's betas and the chunk's P^T [V | g].
+    Written for a short compile (each callee, allocation, array view or index of more
+    dimensions costs Numba and LLVM tens of milliseconds): one function without callees or
+    array views; the work arrays r, r_top, p_top, scaled = g D and buffer passed in; the arrays
+    as (rows, neurons) matrices (series, derivatives, coefficients: row p * rows per point + j;
+    propagators, result, below: row o * points + p; scaled: row o * pushed + j) or flat (the
+    rest; `sizes` holds the shapes); the BLAS operands as addresses (`address`: r, r_top,
+    p_top, scaled, partners, buffer, ints, scalars). The loops over neurons index [row, b],
+    not [row * neurons + b]: with b >= 0 known, LLVM vectorises them.
     """
-    _, pushed, neurons = series.shape
-    outputs = propagators.shape[0]
-    top_rows, n = pair_targets.shape
-    dtype = result.dtype
-    r = np.empty((pushed, neurons), dtype=dtype)                  # R = h'(dz), orders < K-1
-    chunk = 1
-    for c in range(chunks.shape[0] - 1):
-        chunk = max(chunk, chunks[c + 1] - chunks[c])
-    r_top = np.empty((chunk, neurons), dtype=dtype)               # R of one chunk of order K-1
-    p_top = np.empty((chunk, neurons), dtype=dtype)               # P of the same chunk
-    scaled = np.empty((outputs, pushed, neurons), dtype=dtype)    # g * D: the smaller operand
-    own = np.empty((coefficients.shape[1], neurons), dtype=dtype)
-    largest = chunk * (n + 1)
-    for t in range(tiles.shape[0]):
-        largest = max(largest, (tiles[t, 1] - tiles[t, 0]) * tiles[t, 2])
-    buffer = np.empty(largest, dtype=dtype)                       # one matrix product
-    ints = np.empty(6, dtype=np.int32)                            # BLAS arguments by reference
-    scalars = np.empty(2, dtype=dtype)
-    first_split = 1 if top_rows else 0                            # split 0 runs per chunk
-    zero = np.int64(0)  # not the literal 0: a literal argument would compile the callee twice
+    points = sizes[0]
+    pushed = sizes[1]
+    neurons = sizes[2]
+    outputs = sizes[3]
+    n = sizes[4]
+    n_derivatives = sizes[5]   # K + 1
+    n_coefficients = sizes[6]  # K - 1
+    width_t = sizes[7]         # columns of the tables: target, sources
+    item = sizes[8]            # bytes per number
+    r_at = address[0]
+    scaled_at = address[3]
+    partners_at = address[4]
+    buffer_at = address[5]
+    ints_at = address[6]
+    scalars_at = address[7]
+    # The accumulators of one target, one valence and one term, allocated here: LLVM vectorises their loops
+    # only when it knows they share no memory with the arguments (passed in, K = 4 ran 14 % slower).
+    acc_r = np.zeros(neurons, dtype=r.dtype)
+    acc_p = np.zeros(neurons, dtype=r.dtype)
+    term = np.zeros(neurons, dtype=r.dtype)
+    q = np.zeros(neurons, dtype=r.dtype)
     for p in range(lo, hi):
-        d = series[p]
-        c = coefficients[p]
-        for m in range(2, c.shape[0] + 1):
-            for b in range(neurons):
-                own[m - 2, b] = c[m - 2, b] / m                  # s_m = c_{m-1} / m, for P
-        for b in range(neurons):
-            r[0, b] = 0.0
+        dz = p * pushed                                         # this point's rows
+        cz = p * n_coefficients
+        sz = p * n_derivatives
+        # R below order K-1 starts as its linear part c_1 D (row 0, the constant, is never read).
         for j in range(1, pushed):
             for b in range(neurons):
-                r[j, b] = c[0, b] * d[j, b]
-        _compose_rows(d, c, own, tables, valence, weight, zero, chunk_rows[0], pushed, zero, r, r_top, p_top)
+                r[j, b] = coefficients[cz, b] * series[dz + j, b]
         for o in range(outputs):
-            g = propagators[o, p]
+            g = o * points + p
             for j in range(pushed):
                 for b in range(neurons):
-                    scaled[o, j, b] = d[j, b] * g[b]
-            for s in range(first_split, splits.shape[0]):
-                _split_tiles(gemm, scaled[o], r, splits[s, 2], splits, tiles, first_power, targets, s, tile_ptr[s],
-                             tile_ptr[s + 1], buffer, ints, scalars, result[o, p])
-        for k in range(chunks.shape[0] - 1):
-            start = chunks[k]
-            rows = chunks[k + 1] - start
-            _compose_rows(d, c, own, tables, valence, weight, chunk_rows[k], chunk_rows[k + 1], pushed, start,
-                          r, r_top, p_top)
+                    scaled[o * pushed + j, b] = series[dz + j, b] * propagators[g, b]
+        for segment in range(segments.shape[0] // 6):
+            i0 = segments[6 * segment]
+            i1 = segments[6 * segment + 1]
+            start = segments[6 * segment + 4]
+            rows = segments[6 * segment + 5] - start
+            # Table rows i0..i1-1, sorted by target: R = h'(dz) added into r below order K-1; R
+            # and P (the order-(K-1) part of h(dz), s_m = derivatives[m]) written to r_top and
+            # p_top for the chunk. Each target is accumulated in acc_r (acc_p) and written once.
+            for i in range(i0, i1):
+                m = valence[i]
+                w = weight[i]
+                row = i * width_t
+                target = tables[row]
+                # The products of one valence are summed in q, then weighted by c_{m-1} (R) and
+                # s_m (P) once per target and valence (the rows of a target come by valence).
+                if m == 2:
+                    a1 = dz + tables[row + 1]
+                    a2 = dz + tables[row + 2]
+                    for b in range(neurons):
+                        q[b] += w * series[a1, b] * series[a2, b]
+                elif m == 3:
+                    a1 = dz + tables[row + 1]
+                    a2 = dz + tables[row + 2]
+                    a3 = dz + tables[row + 3]
+                    for b in range(neurons):
+                        q[b] += w * series[a1, b] * series[a2, b] * series[a3, b]
+                elif m == 4:
+                    a1 = dz + tables[row + 1]
+                    a2 = dz + tables[row + 2]
+                    a3 = dz + tables[row + 3]
+                    a4 = dz + tables[row + 4]
+                    for b in range(neurons):
+                        q[b] += w * series[a1, b] * series[a2, b] * series[a3, b] * series[a4, b]
+                else:
+                    for b in range(neurons):
+                        term[b] = w
+                    for k in range(1, m + 1):
+                        source = dz + tables[row + k]
+                        for b in range(neurons):
+                            term[b] *= series[source, b]
+                    for b in range(neurons):
+                        q[b] += term[b]
+                top_target = target >= pushed
+                last = i + 1 == i1 or tables[row + width_t] != target
+                if last or valence[i + 1] != m:
+                    cm = cz + m - 1
+                    sm = sz + m
+                    if top_target:
+                        for b in range(neurons):
+                            acc_r[b] += coefficients[cm, b] * q[b]
+                            acc_p[b] += derivatives[sm, b] * q[b]
+                            q[b] = 0.0
+                    else:
+                        for b in range(neurons):
+                            acc_r[b] += coefficients[cm, b] * q[b]
+                            q[b] = 0.0
+                if last:
+                    if top_target:
+                        # Order K-1 has no linear part: every such target is written here, once.
+                        at = target - pushed - start
+                        for b in range(neurons):
+                            r_top[at, b] = acc_r[b]
+                            p_top[at, b] = acc_p[b]
+                            acc_r[b] = 0.0
+                            acc_p[b] = 0.0
+                    else:
+                        for b in range(neurons):
+                            r[target, b] += acc_r[b]
+                            acc_r[b] = 0.0
+            # The segment's tiles: the right operand is r (row = beta's column) in segment 0,
+            # r_top (row = beta's column - pushed - start) in the chunks.
+            right_at = r_at if segment == 0 else address[1]
+            shift = 0 if segment == 0 else pushed + start
             for o in range(outputs):
-                out = result[o, p]
-                _split_tiles(gemm, scaled[o], r_top, -start, splits, tiles, first_power, targets, zero,
-                             chunk_tiles[k], chunk_tiles[k + 1], buffer, ints, scalars, out)
-                # P^T [V | g]: the pulled-back valence-2 terms and the order-(K-1) coefficients.
-                product = buffer[:rows * (n + 1)].reshape((rows, n + 1))
-                _product_rows(gemm, p_top, partners[o, p], product, rows, n + 1, neurons, ints, scalars)
-                low = below[o, p]
+                out = o * points + p
+                for t in range(segments[6 * segment + 2], segments[6 * segment + 3]):
+                    c0 = tiles[4 * t]
+                    width = tiles[4 * t + 1] - c0
+                    count = tiles[4 * t + 2]
+                    s = tiles[4 * t + 3]
+                    a0 = splits[5 * s]
+                    n_beta = splits[5 * s + 3]
+                    # buffer[:count * width] = left[a0:a0 + count] @ right[b:b + width].T, both
+                    # row-major with `neurons` columns; in BLAS's column-major terms C^T = B^T' A^T.
+                    ints[2] = width
+                    ints[3] = count
+                    gemm(ints_at, ints_at + 4, ints_at + 8, ints_at + 12, ints_at + 16, scalars_at,
+                         right_at + item * (splits[5 * s + 2] + c0 - shift) * neurons, ints_at + 16,
+                         scaled_at + item * (o * pushed + a0) * neurons, ints_at + 16, scalars_at + item, buffer_at,
+                         ints_at + 8)
+                    for a in range(count):
+                        power = first_power[a0 + a]
+                        base = splits[5 * s + 4] + a * n_beta + c0
+                        for k in range(width):
+                            target = targets[base + k]
+                            if target >= 0:
+                                result[out, target] += power * buffer[np.uint64(a * width + k)]
+                if rows == 0:
+                    continue
+                # P^T [V | g]: the pulled-back valence-2 terms and the order-(K-1) coefficients,
+                # buffer[:rows * (n + 1)] = p_top[:rows] @ partners[o, p].T.
+                ints[2] = n + 1
+                ints[3] = rows
+                gemm(ints_at, ints_at + 4, ints_at + 8, ints_at + 12, ints_at + 16, scalars_at,
+                     partners_at + item * (o * points + p) * (n + 1) * neurons, ints_at + 16, address[2],
+                     ints_at + 16, scalars_at + item, buffer_at, ints_at + 8)
                 for a in range(rows):
                     # gamma_first of alpha + e_j: 1 below alpha's first variable f, alpha_f + 1
                     # at f, alpha_f above (the first-variable rule's normalisation, undone).
                     f = first_variable[start + a]
                     power = first_power[pushed + start + a]
-                    pairs = pair_targets[start + a]
+                    pairs = (start + a) * n
+                    product = a * (n + 1)
                     for j in range(f):
-                        out[pairs[j]] += product[a, j]
-                    out[pairs[f]] += (power + 1.0) * product[a, f]
+                        result[out, pair_targets[pairs + j]] += buffer[product + j]
+                    result[out, pair_targets[pairs + f]] += (power + 1.0) * buffer[product + f]
                     for j in range(f + 1, n):
-                        out[pairs[j]] += power * product[a, j]
-                    low[start + a] += product[a, n]
-
-
-@njit(nogil=True, cache=True)
-def _split_tiles(gemm, left, right, b0, splits, tiles, first_power, targets, s, t0, t1, buffer,
-                 ints, scalars, out):  # pragma: no cover - compiled
-    """Tiles t0..t1-1 of split s: left's alpha rows times right's beta rows, each product added
-    to its target; the split's beta number c is right's row b0 + c."""
-    a0 = splits[s, 0]
-    n_beta = splits[s, 3]
-    offset = splits[s, 4]
-    neurons = left.shape[1]
-    for t in range(t0, t1):
-        c0 = tiles[t, 0]
-        width = tiles[t, 1] - c0
-        rows = tiles[t, 2]
-        product = buffer[:rows * width].reshape((rows, width))
-        _product_rows(gemm, left[a0:], right[b0 + c0:], product, rows, width, neurons, ints, scalars)
-        for a in range(rows):
-            power = first_power[a0 + a]
-            base = offset + a * n_beta + c0
-            for k in range(width):
-                target = targets[base + k]
-                if target >= 0:
-                    out[target] += power * product[a, k]
-
-
-@njit(nogil=True, cache=True)
-def _compose_rows(z, c, own, tables, valence, weight, i0, i1, first_top, start, r, r_top, p_top):  # pragma: no cover
-    """Table rows i0..i1-1 (sorted by target) of one point's series z (orders <= K-2): R = h'(dz)
-    added into r for targets below first_top; R and P (the order-(K-1) part of h(dz)) written
-    to r_top and p_top at target - first_top - start for the others. Each target is
-    accumulated in two local vectors and written once."""
-    neurons = z.shape[1]
-    acc_r = np.zeros(neurons, dtype=z.dtype)
-    acc_p = np.zeros(neurons, dtype=z.dtype)
-    term = np.empty(neurons, dtype=z.dtype)
-    for i in range(i0, i1):
-        m = valence[i]
-        w = weight[i]
-        target = tables[i, 0]
-        if m == 2:
-            a1 = tables[i, 1]
-            a2 = tables[i, 2]
-            for b in range(neurons):
-                term[b] = w * z[a1, b] * z[a2, b]
-        elif m == 3:
-            a1 = tables[i, 1]
-            a2 = tables[i, 2]
-            a3 = tables[i, 3]
-            for b in range(neurons):
-                term[b] = w * z[a1, b] * z[a2, b] * z[a3, b]
-        else:
-            for b in range(neurons):
-                term[b] = w
-            for q in range(1, m + 1):
-                source = tables[i, q]
-                for b in range(neurons):
-                    term[b] *= z[source, b]
-        for b in range(neurons):
-            acc_r[b] += c[m - 1, b] * term[b]
-        if target >= first_top:
-            for b in range(neurons):
-                acc_p[b] += own[m - 2, b] * term[b]
-        if i + 1 == i1 or tables[i + 1, 0] != target:
-            if target >= first_top:
-                # Order K-1 has no linear part: every such target is written here, once.
-                row = target - first_top - start
-                for b in range(neurons):
-                    r_top[row, b] = acc_r[b]
-                    p_top[row, b] = acc_p[b]
-                    acc_r[b] = 0.0
-                    acc_p[b] = 0.0
-            else:
-                for b in range(neurons):
-                    r[target, b] += acc_r[b]
-                    acc_r[b] = 0.0
+                        result[out, pair_targets[pairs + j]] += power * buffer[product + j]
+                    below[out, start + a] += buffer[product + n]
