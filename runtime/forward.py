@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from . import multi_index, workspace
+from . import multi_index, threads, workspace
 from .errors import ResourceLimitError
 from .kernels import call_kernel, kernel_module
 
@@ -128,14 +128,17 @@ def multivariate_series(weights, biases, hidden_activations, output_activation, 
     per_point = neurons * multi_index.count(n_vars, pushed) * np.dtype(dtype).itemsize
     chunk = int(max(1, min(batch, _CHUNK_BYTES // per_point)))
     result = np.empty((batch, widths[-1], columns), dtype=dtype)
-    for start in range(0, batch, chunk):
-        block = points[start:start + chunk]
-        if scheme == "forward":
-            series, _ = _push(weights, biases, hidden_activations, output_activation, block, order, variables, dtype)
-            result[start:start + chunk] = series.transpose(0, 2, 1)
-        else:
-            _top_vertex(weights, biases, hidden_activations, block, order, variables, dtype,
-                        result[start:start + chunk])
+    # BLAS on one thread throughout, the threads being feynmlp's own (see _affine).
+    with threads.single_blas_thread():
+        for start in range(0, batch, chunk):
+            block = points[start:start + chunk]
+            if scheme == "forward":
+                series, _ = _push(weights, biases, hidden_activations, output_activation, block, order, variables,
+                                  dtype)
+                result[start:start + chunk] = series.transpose(0, 2, 1)
+            else:
+                _top_vertex(weights, biases, hidden_activations, block, order, variables, dtype,
+                            result[start:start + chunk])
     return result
 
 
@@ -178,12 +181,21 @@ def _push(weights, biases, hidden_activations, output_activation, points, order,
 
 
 def _affine(series, weight, bias, dtype, name):
-    """W over the neuron axis, all points and coefficients in one matrix product, into the
-    workspace array `name`."""
+    """W over the neuron axis, into the workspace array `name`: one matrix product over all
+    coefficients per block of points, the blocks in feynmlp's threads with BLAS on one thread.
+
+    Why not BLAS's own threads: after a threaded call OpenBLAS's workers spin, waiting for
+    more work, for tens of milliseconds; on a machine with as many cores as feynmlp has
+    threads they took a core from the contraction that follows (measured: 64 ms alone, 103 ms
+    right after one two-thread product)."""
     weight = np.asarray(weight, dtype=dtype)
     points, columns, width = series.shape
     out = workspace.array(name, (points, columns, weight.shape[0]), dtype)
-    np.matmul(series.reshape(points * columns, width), weight.T, out=out.reshape(points * columns, -1))
+
+    def block(lo, hi):
+        np.matmul(series[lo:hi].reshape(-1, width), weight.T, out=out[lo:hi].reshape((hi - lo) * columns, -1))
+
+    threads.run_blocks(block, (), points)
     out[:, 0, :] += np.asarray(bias, dtype=dtype)
     return out
 
@@ -250,18 +262,30 @@ def directional_series(weights, biases, hidden_activations, output_activation, p
     shared = points.shape[0] == 1
     widths = [w.shape[0] for w in weights]
     _check_memory(widths, batch, order + 1, np.dtype(dtype).itemsize, order, 1, "a directional expansion")
+    with threads.single_blas_thread():  # feynmlp's threads instead, as in _affine
+        return _directional(weights, biases, hidden_activations, output_activation, points, directions, order,
+                            dtype, batch, shared)
+
+
+def _directional(weights, biases, hidden_activations, output_activation, points, directions, order, dtype, batch,
+                 shared):
     first = np.asarray(weights[0], dtype=dtype)
     series = workspace.array(("series", 0), (first.shape[0], batch, order + 1), dtype)
-    values = first @ points.T + np.asarray(biases[0], dtype=dtype)[:, None]  # (neurons, 1 or batch)
-    series[:, :, 0] = values
+    series[:, :, 0] = first @ points.T + np.asarray(biases[0], dtype=dtype)[:, None]  # one column, or batch
     series[:, :, 1] = first @ directions.T
     series[:, :, 2:] = 0.0
+    step = order + 1
     for layer in range(1, len(weights)):
         series, activated = _vertex_layer_directional(series, hidden_activations[layer - 1], order, shared)
         weight = np.asarray(weights[layer], dtype=dtype)
         bias = np.asarray(biases[layer], dtype=dtype)
-        out = workspace.array(("series", layer % 2), (weight.shape[0], batch, order + 1), dtype)
-        np.matmul(weight, series.reshape(series.shape[0], batch * (order + 1)), out=out.reshape(weight.shape[0], -1))
+        out = workspace.array(("series", layer % 2), (weight.shape[0], batch, step), dtype)
+        flat_in, flat_out = series.reshape(series.shape[0], -1), out.reshape(weight.shape[0], -1)
+
+        def block(lo, hi, flat_in=flat_in, flat_out=flat_out, weight=weight):
+            np.matmul(weight, flat_in[:, lo * step:hi * step], out=flat_out[:, lo * step:hi * step])
+
+        threads.run_blocks(block, (), batch)
         if shared:
             # Every direction gets the same values, bit for bit: the one point's own pass.
             out[:, :, 0] = (weight @ activated + bias)[:, None]

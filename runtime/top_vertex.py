@@ -53,7 +53,7 @@ from . import multi_index, threads, workspace
 _TILE = 192
 # Rows of order K-1 composed at a time (a multiple of _TILE): R and P of one chunk stay in
 # cache while their products (the split |alpha| = 1 and P^T [V | g]) use them.
-_CHUNK = 8 * _TILE
+_CHUNK = 2 * _TILE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,13 +234,17 @@ def contract(series, bounds, derivatives, propagators, weights, order: int, n: i
         wide_derivatives[:, :, columns] = d
         np.multiply(d[:, 2:order + 1, :], ranks[None, :, None], out=coefficients[:, :, columns])
         wide_propagators[:, :, columns] = propagators[l]
-    partners = _partners(series, bounds, derivatives, coefficients, propagators, weights, n, order, dtype)
-    result[...] = 0.0
-    below[...] = 0.0
-    # Points are independent: blocks of them run in threads (the kernel releases the GIL).
+    partners = workspace.array("partners", (outputs, points, n + 1 if order > 2 else 0, neurons), dtype)
+
+    def block(lo, hi):
+        result[:, lo:hi] = 0.0
+        below[:, lo:hi] = 0.0
+        _partners(series, bounds, derivatives, coefficients, propagators, weights, n, partners, lo, hi)
+        _contract_block(p, series, wide_derivatives, coefficients, wide_propagators, partners, result, below, lo, hi)
+
+    # Points are independent: blocks of them run in threads (numpy and the kernel release the GIL).
     with threads.single_blas_thread():
-        threads.run_blocks(_contract_block, (
-            p, series, wide_derivatives, coefficients, wide_propagators, partners, result, below), points)
+        threads.run_blocks(block, (), points)
 
 
 def _contract_block(p: Plan, series, derivatives, coefficients, propagators, partners, result, below, lo,
@@ -279,34 +283,33 @@ def _contract_block(p: Plan, series, derivatives, coefficients, propagators, par
         address, lo, hi)
 
 
-def _partners(series, bounds, derivatives, coefficients, propagators, weights, n, order, dtype):
-    """(outputs, points, n + 1, neurons of all layers): in layer l's columns, the pulled-back
-    partners V(l) of the top-order products (step 3 of the module docstring) and, last, g(l)."""
-    outputs, points = propagators[0].shape[:2]
-    partners = workspace.array("partners", (outputs, points, n + 1 if order > 2 else 0, bounds[-1]), dtype)
-    if order == 2:
-        return partners
+def _partners(series, bounds, derivatives, coefficients, propagators, weights, n, partners, lo, hi):
+    """Points lo..hi-1 of partners (outputs, points, n + 1, neurons of all layers): in layer l's
+    columns, the pulled-back partners V(l) of the top-order products (step 3 of the module
+    docstring) and, last, g(l). Nothing for K = 2 (partners has no rows then)."""
+    if partners.shape[2] == 0:
+        return
+    outputs, points, dtype = partners.shape[0], hi - lo, partners.dtype
     accumulated = None  # Y~(l+1), (outputs * points * n, neurons of layer l+1)
     for l in range(len(derivatives) - 1, -1, -1):
         columns = slice(bounds[l], bounds[l + 1])
         width = bounds[l + 1] - bounds[l]
-        partners[:, :, n, columns] = propagators[l]
+        partners[:, lo:hi, n, columns] = propagators[l][:, lo:hi]
         pulled = workspace.array(("pulled", l % 2), (outputs, points, n, width), dtype)
         if accumulated is None:
             pulled[...] = 0.0  # V(L) = 0: nothing above the last hidden layer
         else:
             # V(l) = W_{l+1}^T Y~(l+1): one matrix product over all outputs, points and variables.
             np.matmul(accumulated, weights[l], out=pulled.reshape(-1, width))
-        partners[:, :, :n, columns] = pulled
+        partners[:, lo:hi, :n, columns] = pulled
         if l:
             # Y~(l) = Y(l) + s_1(l) V(l), with Y = g c_1 D_1.
-            gc = propagators[l] * coefficients[None, :, 0, columns]
+            gc = propagators[l][:, lo:hi] * coefficients[None, lo:hi, 0, columns]
             term = workspace.array("partner term", pulled.shape, dtype)
-            np.multiply(gc[:, :, None, :], series[None, :, 1:1 + n, columns], out=term)
-            pulled *= derivatives[l][None, :, None, 1, :]
+            np.multiply(gc[:, :, None, :], series[None, lo:hi, 1:1 + n, columns], out=term)
+            pulled *= derivatives[l][None, lo:hi, None, 1, :]
             pulled += term
             accumulated = pulled.reshape(-1, width)
-    return partners
 
 
 @functools.lru_cache(maxsize=2)
