@@ -128,17 +128,27 @@ def multivariate_series(weights, biases, hidden_activations, output_activation, 
     per_point = neurons * multi_index.count(n_vars, pushed) * np.dtype(dtype).itemsize
     chunk = int(max(1, min(batch, _CHUNK_BYTES // per_point)))
     result = np.empty((batch, widths[-1], columns), dtype=dtype)
-    # BLAS on one thread throughout, the threads being feynmlp's own (see _affine).
+    if scheme == "top-vertex":
+        from . import top_vertex
+
+        top_vertex.plan(n_vars, order)  # built once here, not by each thread
+
+    def expand(lo, hi):
+        # Points are independent: each thread pushes its own block through every layer.
+        if scheme == "forward":
+            series, _ = _push(weights, biases, hidden_activations, output_activation, points[lo:hi], order, variables,
+                              dtype)
+            result[lo:hi] = series.transpose(0, 2, 1)
+        else:
+            _top_vertex(weights, biases, hidden_activations, points[lo:hi], order, variables, dtype, result[lo:hi])
+
+    # BLAS on one thread, the threads being feynmlp's: after a threaded call OpenBLAS's workers
+    # spin, waiting for more work, for tens of milliseconds; on a machine with as many cores as
+    # feynmlp has threads they took a core from the contraction that follows (measured: 64 ms
+    # alone, 103 ms right after one two-thread product).
     with threads.single_blas_thread():
         for start in range(0, batch, chunk):
-            block = points[start:start + chunk]
-            if scheme == "forward":
-                series, _ = _push(weights, biases, hidden_activations, output_activation, block, order, variables,
-                                  dtype)
-                result[start:start + chunk] = series.transpose(0, 2, 1)
-            else:
-                _top_vertex(weights, biases, hidden_activations, block, order, variables, dtype,
-                            result[start:start + chunk])
+            threads.run_blocks(expand, (), min(batch, start + chunk), start=start)
     return result
 
 
@@ -182,20 +192,11 @@ def _push(weights, biases, hidden_activations, output_activation, points, order,
 
 def _affine(series, weight, bias, dtype, name):
     """W over the neuron axis, into the workspace array `name`: one matrix product over all
-    coefficients per block of points, the blocks in feynmlp's threads with BLAS on one thread.
-
-    Why not BLAS's own threads: after a threaded call OpenBLAS's workers spin, waiting for
-    more work, for tens of milliseconds; on a machine with as many cores as feynmlp has
-    threads they took a core from the contraction that follows (measured: 64 ms alone, 103 ms
-    right after one two-thread product)."""
+    points and coefficients."""
     weight = np.asarray(weight, dtype=dtype)
     points, columns, width = series.shape
     out = workspace.array(name, (points, columns, weight.shape[0]), dtype)
-
-    def block(lo, hi):
-        np.matmul(series[lo:hi].reshape(-1, width), weight.T, out=out[lo:hi].reshape((hi - lo) * columns, -1))
-
-    threads.run_blocks(block, (), points)
+    np.matmul(series.reshape(points * columns, width), weight.T, out=out.reshape(points * columns, -1))
     out[:, 0, :] += np.asarray(bias, dtype=dtype)
     return out
 
@@ -203,7 +204,7 @@ def _affine(series, weight, bias, dtype, name):
 def _vertex_layer_multivariate(series, derivatives, activation, order, tables):
     module = kernel_module(activation, order)
     out = workspace.array("composed", series.shape, series.dtype)
-    call_kernel(module, "compose_multivariate", series, derivatives, out, *tables, blocks=series.shape[0])
+    call_kernel(module, "compose_multivariate", series, derivatives, out, *tables, 0, series.shape[0])
     return out
 
 
@@ -262,7 +263,7 @@ def directional_series(weights, biases, hidden_activations, output_activation, p
     shared = points.shape[0] == 1
     widths = [w.shape[0] for w in weights]
     _check_memory(widths, batch, order + 1, np.dtype(dtype).itemsize, order, 1, "a directional expansion")
-    with threads.single_blas_thread():  # feynmlp's threads instead, as in _affine
+    with threads.single_blas_thread():  # feynmlp's threads instead, as in multivariate_series
         return _directional(weights, biases, hidden_activations, output_activation, points, directions, order,
                             dtype, batch, shared)
 

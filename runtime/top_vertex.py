@@ -217,7 +217,8 @@ def contract(series, bounds, derivatives, propagators, weights, order: int, n: i
 
     Every term is a sum over neurons of per-neuron products, so all hidden layers are one
     wide layer here: one GEMM with a long inner dimension and one scatter per tile, not one
-    per layer.
+    per layer. Runs in the caller's thread (forward.multivariate_series runs blocks of points
+    in threads), with BLAS held to one thread by the caller.
     """
     p = plan(n, order)
     dtype = result.dtype
@@ -236,15 +237,10 @@ def contract(series, bounds, derivatives, propagators, weights, order: int, n: i
         wide_propagators[:, :, columns] = propagators[l]
     partners = workspace.array("partners", (outputs, points, n + 1 if order > 2 else 0, neurons), dtype)
 
-    def block(lo, hi):
-        result[:, lo:hi] = 0.0
-        below[:, lo:hi] = 0.0
-        _partners(series, bounds, derivatives, coefficients, propagators, weights, n, partners, lo, hi)
-        _contract_block(p, series, wide_derivatives, coefficients, wide_propagators, partners, result, below, lo, hi)
-
-    # Points are independent: blocks of them run in threads (numpy and the kernel release the GIL).
-    with threads.single_blas_thread():
-        threads.run_blocks(block, (), points)
+    result[...] = 0.0
+    below[...] = 0.0
+    _partners(series, bounds, derivatives, coefficients, propagators, weights, n, partners)
+    _contract_block(p, series, wide_derivatives, coefficients, wide_propagators, partners, result, below, 0, points)
 
 
 def _contract_block(p: Plan, series, derivatives, coefficients, propagators, partners, result, below, lo,
@@ -283,31 +279,31 @@ def _contract_block(p: Plan, series, derivatives, coefficients, propagators, par
         address, lo, hi)
 
 
-def _partners(series, bounds, derivatives, coefficients, propagators, weights, n, partners, lo, hi):
-    """Points lo..hi-1 of partners (outputs, points, n + 1, neurons of all layers): in layer l's
-    columns, the pulled-back partners V(l) of the top-order products (step 3 of the module
-    docstring) and, last, g(l). Nothing for K = 2 (partners has no rows then)."""
+def _partners(series, bounds, derivatives, coefficients, propagators, weights, n, partners):
+    """Fill partners (outputs, points, n + 1, neurons of all layers): in layer l's columns, the
+    pulled-back partners V(l) of the top-order products (step 3 of the module docstring) and,
+    last, g(l). Nothing for K = 2 (partners has no rows then)."""
     if partners.shape[2] == 0:
         return
-    outputs, points, dtype = partners.shape[0], hi - lo, partners.dtype
+    outputs, points, dtype = partners.shape[0], partners.shape[1], partners.dtype
     accumulated = None  # Y~(l+1), (outputs * points * n, neurons of layer l+1)
     for l in range(len(derivatives) - 1, -1, -1):
         columns = slice(bounds[l], bounds[l + 1])
         width = bounds[l + 1] - bounds[l]
-        partners[:, lo:hi, n, columns] = propagators[l][:, lo:hi]
+        partners[:, :, n, columns] = propagators[l]
         pulled = workspace.array(("pulled", l % 2), (outputs, points, n, width), dtype)
         if accumulated is None:
             pulled[...] = 0.0  # V(L) = 0: nothing above the last hidden layer
         else:
             # V(l) = W_{l+1}^T Y~(l+1): one matrix product over all outputs, points and variables.
             np.matmul(accumulated, weights[l], out=pulled.reshape(-1, width))
-        partners[:, lo:hi, :n, columns] = pulled
+        partners[:, :, :n, columns] = pulled
         if l:
             # Y~(l) = Y(l) + s_1(l) V(l), with Y = g c_1 D_1.
-            gc = propagators[l][:, lo:hi] * coefficients[None, lo:hi, 0, columns]
+            gc = propagators[l] * coefficients[None, :, 0, columns]
             term = workspace.array("partner term", pulled.shape, dtype)
-            np.multiply(gc[:, :, None, :], series[None, lo:hi, 1:1 + n, columns], out=term)
-            pulled *= derivatives[l][None, lo:hi, None, 1, :]
+            np.multiply(gc[:, :, None, :], series[None, :, 1:1 + n, columns], out=term)
+            pulled *= derivatives[l][None, :, None, 1, :]
             pulled += term
             accumulated = pulled.reshape(-1, width)
 
