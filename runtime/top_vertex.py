@@ -399,28 +399,18 @@ def _contract_points(gemm, series, derivatives, coefficients, propagators, resul
                     a2 = dz + tables[row + 2]
                     for b in range(neurons):
                         q[b] += w * series[a1, b] * series[a2, b]
-                elif m == 3:
-                    a1 = dz + tables[row + 1]
-                    a2 = dz + tables[row + 2]
-                    a3 = dz + tables[row + 3]
-                    for b in range(neurons):
-                        q[b] += w * series[a1, b] * series[a2, b] * series[a3, b]
-                elif m == 4:
-                    a1 = dz + tables[row + 1]
-                    a2 = dz + tables[row + 2]
-                    a3 = dz + tables[row + 3]
-                    a4 = dz + tables[row + 4]
-                    for b in range(neurons):
-                        q[b] += w * series[a1, b] * series[a2, b] * series[a3, b] * series[a4, b]
                 else:
+                    a1 = dz + tables[row + 1]
+                    a2 = dz + tables[row + 2]
                     for b in range(neurons):
-                        term[b] = w
-                    for k in range(1, m + 1):
+                        term[b] = w * series[a1, b] * series[a2, b]
+                    for k in range(3, m):
                         source = dz + tables[row + k]
                         for b in range(neurons):
                             term[b] *= series[source, b]
+                    last_source = dz + tables[row + m]
                     for b in range(neurons):
-                        q[b] += term[b]
+                        q[b] += term[b] * series[last_source, b]
                 top_target = target >= pushed
                 last = i + 1 == i1 or tables[row + width_t] != target
                 if last or valence[i + 1] != m:
