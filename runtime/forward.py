@@ -122,9 +122,10 @@ def multivariate_series(weights, biases, hidden_activations, output_activation, 
                   + top_vertex.workspace_bytes(n_vars, order, sum(widths[:-1]), widths[-1], np.dtype(dtype).itemsize))
     _check_memory(widths, batch, columns, np.dtype(dtype).itemsize, order, n_vars, "a multivariate expansion",
                   tables=tables)
-    # Points per block: the largest per-layer series (for top-vertex, all hidden layers side by
-    # side) stays under _CHUNK_BYTES.
-    neurons = max(widths) if scheme == "forward" else sum(widths[:-1])
+    # Points per block: the largest per-layer series stays under _CHUNK_BYTES; for top-vertex,
+    # all hidden layers side by side under half of it (each thread holds three more series of
+    # one layer besides, and the contraction's output).
+    neurons = max(widths) if scheme == "forward" else 2 * sum(widths[:-1])
     per_point = neurons * multi_index.count(n_vars, pushed) * np.dtype(dtype).itemsize
     chunk = int(max(1, min(batch, _CHUNK_BYTES // per_point)))
     result = np.empty((batch, widths[-1], columns), dtype=dtype)

@@ -236,16 +236,14 @@ def contract(series, bounds, derivatives, propagators, weights, order: int, n: i
         np.multiply(d[:, 2:order + 1, :], ranks[None, :, None], out=coefficients[:, :, columns])
         wide_propagators[:, :, columns] = propagators[l]
     partners = workspace.array("partners", (outputs, points, n + 1 if order > 2 else 0, neurons), dtype)
-
+    _partners(series, bounds, derivatives, coefficients, propagators, weights, n, partners)
     result[...] = 0.0
     below[...] = 0.0
-    _partners(series, bounds, derivatives, coefficients, propagators, weights, n, partners)
-    _contract_block(p, series, wide_derivatives, coefficients, wide_propagators, partners, result, below, 0, points)
+    _contract_block(p, series, wide_derivatives, coefficients, wide_propagators, partners, result, below)
 
 
-def _contract_block(p: Plan, series, derivatives, coefficients, propagators, partners, result, below, lo,
-                    hi) -> None:
-    """_contract_points on points lo .. hi-1 with work arrays of its own (one block per thread).
+def _contract_block(p: Plan, series, derivatives, coefficients, propagators, partners, result, below) -> None:
+    """_contract_points on every point of the arrays, with this thread's work arrays.
 
     The arrays go to the kernel as (rows, neurons) matrices or flat (index arithmetic in the
     kernel), and the operands of its BLAS calls as addresses: Numba's code for array views,
@@ -276,7 +274,7 @@ def _contract_block(p: Plan, series, derivatives, coefficients, propagators, par
         result.reshape(outputs * points, -1), below.reshape(outputs * points, below.shape[2]), p.first_power,
         p.splits.reshape(-1), tiles.reshape(-1), p.targets, p.first_variable, p.pair_targets.reshape(-1),
         p.tables.reshape(-1), p.valence, p.weight, p.segments.reshape(-1), r, r_top, p_top, scaled, buffer, ints, sizes,
-        address, lo, hi)
+        address, 0, points)
 
 
 def _partners(series, bounds, derivatives, coefficients, propagators, weights, n, partners):

@@ -10,8 +10,10 @@ the contraction's output before it is copied into the result) come from here; no
 back to the user does. An array from array(name, ...) is valid until the same thread asks for
 the same name again, so a name is used for one live array at a time.
 
-Buffers above _KEEP_BYTES are not kept (their page faults are small next to the work that
-fills them), and release() frees everything this thread keeps.
+A buffer above _KEEP_BYTES, or one that would take this thread's kept buffers above
+_KEEP_TOTAL, is not kept: such arrays belong to expansions that run for seconds, next to
+which their page faults are small, and a process should not hold hundreds of megabytes
+after one large expansion. release() frees everything this thread keeps.
 """
 from __future__ import annotations
 
@@ -20,8 +22,10 @@ import threading
 
 import numpy as np
 
-# A buffer larger than this is allocated for the call and not kept.
-_KEEP_BYTES = 64 * 2**20
+# A buffer larger than this is allocated for the call and not kept; nor is one that would take
+# the thread's kept buffers above _KEEP_TOTAL.
+_KEEP_BYTES = 32 * 2**20
+_KEEP_TOTAL = 96 * 2**20
 
 _local = threading.local()
 
@@ -33,11 +37,10 @@ def array(name, shape, dtype) -> np.ndarray:
     buffers = _buffers()
     buffer = buffers.get(name)
     if buffer is None or buffer.size < nbytes:
+        buffers.pop(name, None)
         buffer = np.empty(max(nbytes, 1), dtype=np.uint8)
-        if nbytes <= _KEEP_BYTES:
+        if nbytes <= _KEEP_BYTES and kept_bytes() + buffer.size <= _KEEP_TOTAL:
             buffers[name] = buffer
-        else:
-            buffers.pop(name, None)
     return buffer[:nbytes].view(dtype).reshape(shape)
 
 

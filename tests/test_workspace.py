@@ -35,6 +35,12 @@ def test_large_buffers_are_not_kept():
     big = workspace.array("big", (workspace._KEEP_BYTES // 8 + 1,), np.float64)
     assert big.size == workspace._KEEP_BYTES // 8 + 1
     assert workspace.kept_bytes() == 0
+    # Nor beyond the total a thread keeps: the buffer that would cross it is handed out, not kept.
+    count = workspace._KEEP_TOTAL // workspace._KEEP_BYTES
+    for i in range(count + 1):
+        workspace.array(("part", i), (workspace._KEEP_BYTES // 8,), np.float64)
+    assert workspace.kept_bytes() == count * workspace._KEEP_BYTES
+    workspace.release()
 
 
 def test_threads_get_their_own_buffers():
