@@ -412,17 +412,13 @@ def _contract_points(gemm, series, derivatives, coefficients, propagators, resul
                 top_target = target >= pushed
                 last = i + 1 == i1 or tables[row + width_t] != target
                 if last or valence[i + 1] != m:
+                    # (acc_p is only read for targets of order K-1; below, it is reset unread.)
                     cm = cz + m - 1
                     sm = sz + m
-                    if top_target:
-                        for b in range(neurons):
-                            acc_r[b] += coefficients[cm, b] * q[b]
-                            acc_p[b] += derivatives[sm, b] * q[b]
-                            q[b] = 0.0
-                    else:
-                        for b in range(neurons):
-                            acc_r[b] += coefficients[cm, b] * q[b]
-                            q[b] = 0.0
+                    for b in range(neurons):
+                        acc_r[b] += coefficients[cm, b] * q[b]
+                        acc_p[b] += derivatives[sm, b] * q[b]
+                        q[b] = 0.0
                 if last:
                     if top_target:
                         # Order K-1 has no linear part: every such target is written here, once.
@@ -436,6 +432,7 @@ def _contract_points(gemm, series, derivatives, coefficients, propagators, resul
                         for b in range(neurons):
                             r[target, b] += acc_r[b]
                             acc_r[b] = 0.0
+                            acc_p[b] = 0.0
             # The segment's tiles: the right operand is r (row = beta's column) in segment 0,
             # r_top (row = beta's column - pushed - start) in the chunks.
             right_at = r_at if segment == 0 else address[1]
@@ -480,9 +477,7 @@ def _contract_points(gemm, series, derivatives, coefficients, propagators, resul
                     power = first_power[pushed + start + a]
                     pairs = (start + a) * n
                     product = a * (n + 1)
-                    for j in range(f):
-                        result[out, pair_targets[pairs + j]] += buffer[product + j]
-                    result[out, pair_targets[pairs + f]] += (power + 1.0) * buffer[product + f]
-                    for j in range(f + 1, n):
-                        result[out, pair_targets[pairs + j]] += power * buffer[product + j]
+                    for j in range(n):
+                        weight_j = 1.0 if j < f else (power + 1.0 if j == f else power)
+                        result[out, pair_targets[pairs + j]] += weight_j * buffer[product + j]
                     below[out, start + a] += buffer[product + n]
