@@ -101,7 +101,7 @@ def workspace_bytes(n: int, order: int, width: int, outputs: int, itemsize: int 
     together)."""
     pushed = multi_index.count(n, pushed_order(order))
     chunk = min(_CHUNK, multi_index.count_of_order(n, order - 1)) if order >= 3 else 0
-    per_worker = (pushed * (1 + outputs) + 2 * chunk) * width + max(chunk * (n + 1), _TILE * pushed)
+    per_worker = (pushed * (1 + outputs) + 2 * chunk) * width + outputs * max(chunk * (n + 1), _TILE * pushed)
     return threads.count() * per_worker * itemsize
 
 
@@ -235,7 +235,7 @@ def contract(series, bounds, derivatives, propagators, weights, order: int, n: i
         wide_derivatives[:, :, columns] = d
         np.multiply(d[:, 2:order + 1, :], ranks[None, :, None], out=coefficients[:, :, columns])
         wide_propagators[:, :, columns] = propagators[l]
-    partners = workspace.array("partners", (outputs, points, n + 1 if order > 2 else 0, neurons), dtype)
+    partners = workspace.array("partners", (points, outputs, n + 1 if order > 2 else 0, neurons), dtype)
     _partners(series, bounds, derivatives, coefficients, propagators, weights, n, partners)
     result[...] = 0.0
     below[...] = 0.0
@@ -254,12 +254,12 @@ def _contract_block(p: Plan, series, derivatives, coefficients, propagators, par
     n = p.pair_targets.shape[1]
     chunk = int((p.segments[:, 5] - p.segments[:, 4]).max())
     tiles = p.tiles
-    largest = max(chunk * (n + 1), int(((tiles[:, 1] - tiles[:, 0]) * tiles[:, 2]).max(initial=0)))
+    largest = outputs * max(chunk * (n + 1), int(((tiles[:, 1] - tiles[:, 0]) * tiles[:, 2]).max(initial=0)))
     # Work arrays of this thread, reused from call to call (feynmlp.workspace).
     r = workspace.array("contract r", (pushed, neurons), dtype)                  # R = h'(dz), orders < K-1
     r_top = workspace.array("contract r_top", (max(1, chunk), neurons), dtype)   # R of one chunk of order K-1
     p_top = workspace.array("contract p_top", (max(1, chunk), neurons), dtype)   # P of the same chunk
-    scaled = workspace.array("contract scaled", (outputs * pushed, neurons), dtype)  # g * D per output
+    scaled = workspace.array("contract scaled", (pushed * outputs, neurons), dtype)  # g * D, row j * outputs + o
     buffer = workspace.array("contract product", (max(1, largest),), dtype)      # one matrix product
     ints = np.array([84, 78, 0, 0, neurons, 0], dtype=np.int32)  # BLAS arguments by reference: 'T', 'N'
     scalars = np.array([1.0, 0.0], dtype=dtype)                 # alpha, beta
@@ -278,30 +278,31 @@ def _contract_block(p: Plan, series, derivatives, coefficients, propagators, par
 
 
 def _partners(series, bounds, derivatives, coefficients, propagators, weights, n, partners):
-    """Fill partners (outputs, points, n + 1, neurons of all layers): in layer l's columns, the
+    """Fill partners (points, outputs, n + 1, neurons of all layers): in layer l's columns, the
     pulled-back partners V(l) of the top-order products (step 3 of the module docstring) and,
     last, g(l). Nothing for K = 2 (partners has no rows then)."""
     if partners.shape[2] == 0:
         return
-    outputs, points, dtype = partners.shape[0], partners.shape[1], partners.dtype
-    accumulated = None  # Y~(l+1), (outputs * points * n, neurons of layer l+1)
+    points, outputs, dtype = partners.shape[0], partners.shape[1], partners.dtype
+    accumulated = None  # Y~(l+1), (points * outputs * n, neurons of layer l+1)
     for l in range(len(derivatives) - 1, -1, -1):
         columns = slice(bounds[l], bounds[l + 1])
         width = bounds[l + 1] - bounds[l]
-        partners[:, :, n, columns] = propagators[l]
-        pulled = workspace.array(("pulled", l % 2), (outputs, points, n, width), dtype)
+        g = propagators[l].transpose(1, 0, 2)  # (points, outputs, neurons)
+        partners[:, :, n, columns] = g
+        pulled = workspace.array(("pulled", l % 2), (points, outputs, n, width), dtype)
         if accumulated is None:
             pulled[...] = 0.0  # V(L) = 0: nothing above the last hidden layer
         else:
-            # V(l) = W_{l+1}^T Y~(l+1): one matrix product over all outputs, points and variables.
+            # V(l) = W_{l+1}^T Y~(l+1): one matrix product over all points, outputs and variables.
             np.matmul(accumulated, weights[l], out=pulled.reshape(-1, width))
         partners[:, :, :n, columns] = pulled
         if l:
             # Y~(l) = Y(l) + s_1(l) V(l), with Y = g c_1 D_1.
-            gc = propagators[l] * coefficients[None, :, 0, columns]
+            gc = g * coefficients[:, None, 0, columns]
             term = workspace.array("partner term", pulled.shape, dtype)
-            np.multiply(gc[:, :, None, :], series[None, :, 1:1 + n, columns], out=term)
-            pulled *= derivatives[l][None, :, None, 1, :]
+            np.multiply(gc[:, :, None, :], series[:, None, 1:1 + n, columns], out=term)
+            pulled *= derivatives[l][:, None, None, 1, :]
             pulled += term
             accumulated = pulled.reshape(-1, width)
 
@@ -338,9 +339,9 @@ def _contract_points(gemm, series, derivatives, coefficients, propagators, resul
     dimensions costs Numba and LLVM tens of milliseconds): one function without callees or
     array views; the work arrays r, r_top, p_top, scaled = g D and buffer passed in; the arrays
     as (rows, neurons) matrices (series, derivatives, coefficients: row p * rows per point + j;
-    propagators, result, below: row o * points + p; scaled: row o * pushed + j) or flat (the
-    rest; `sizes` holds the shapes); the BLAS operands as addresses (`address`: r, r_top,
-    p_top, scaled, partners, buffer, ints, scalars). The loops over neurons index [row, b],
+    propagators, result, below: row o * points + p; scaled: row j * outputs + o, so that one
+    product serves every output) or flat (the rest; `sizes` holds the shapes); the BLAS
+    operands as addresses (`address`: r, r_top, p_top, scaled, partners, buffer, ints, scalars). The loops over neurons index [row, b],
     not [row * neurons + b]: with b >= 0 known, LLVM vectorises them.
     """
     points = sizes[0]
@@ -372,11 +373,11 @@ def _contract_points(gemm, series, derivatives, coefficients, propagators, resul
         for j in range(1, pushed):
             for b in range(neurons):
                 r[j, b] = coefficients[cz, b] * series[dz + j, b]
-        for o in range(outputs):
-            g = o * points + p
-            for j in range(pushed):
+        for j in range(pushed):
+            for o in range(outputs):
+                g = o * points + p
                 for b in range(neurons):
-                    scaled[o * pushed + j, b] = series[dz + j, b] * propagators[g, b]
+                    scaled[j * outputs + o, b] = series[dz + j, b] * propagators[g, b]
         for segment in range(segments.shape[0] // 6):
             i0 = segments[6 * segment]
             i1 = segments[6 * segment + 1]
@@ -437,46 +438,51 @@ def _contract_points(gemm, series, derivatives, coefficients, propagators, resul
             # r_top (row = beta's column - pushed - start) in the chunks.
             right_at = r_at if segment == 0 else address[1]
             shift = 0 if segment == 0 else pushed + start
-            for o in range(outputs):
-                out = o * points + p
-                for t in range(segments[6 * segment + 2], segments[6 * segment + 3]):
-                    c0 = tiles[4 * t]
-                    width = tiles[4 * t + 1] - c0
-                    count = tiles[4 * t + 2]
-                    s = tiles[4 * t + 3]
-                    a0 = splits[5 * s]
-                    n_beta = splits[5 * s + 3]
-                    # buffer[:count * width] = left[a0:a0 + count] @ right[b:b + width].T, both
-                    # row-major with `neurons` columns; in BLAS's column-major terms C^T = B^T' A^T.
-                    ints[2] = width
-                    ints[3] = count
-                    gemm(ints_at, ints_at + 4, ints_at + 8, ints_at + 12, ints_at + 16, scalars_at,
-                         right_at + item * (splits[5 * s + 2] + c0 - shift) * neurons, ints_at + 16,
-                         scaled_at + item * (o * pushed + a0) * neurons, ints_at + 16, scalars_at + item, buffer_at,
-                         ints_at + 8)
-                    for a in range(count):
-                        power = first_power[a0 + a]
-                        base = splits[5 * s + 4] + a * n_beta + c0
+            # All outputs in one product: the rows of `scaled` are (j, output) pairs.
+            for t in range(segments[6 * segment + 2], segments[6 * segment + 3]):
+                c0 = tiles[4 * t]
+                width = tiles[4 * t + 1] - c0
+                count = tiles[4 * t + 2]
+                s = tiles[4 * t + 3]
+                a0 = splits[5 * s]
+                n_beta = splits[5 * s + 3]
+                # buffer[:count * outputs * width] = left[a0 * outputs:(a0 + count) * outputs]
+                # @ right[b:b + width].T, both row-major with `neurons` columns; in BLAS's
+                # column-major terms C^T = B^T' A^T.
+                ints[2] = width
+                ints[3] = count * outputs
+                gemm(ints_at, ints_at + 4, ints_at + 8, ints_at + 12, ints_at + 16, scalars_at,
+                     right_at + item * (splits[5 * s + 2] + c0 - shift) * neurons, ints_at + 16,
+                     scaled_at + item * a0 * outputs * neurons, ints_at + 16, scalars_at + item, buffer_at,
+                     ints_at + 8)
+                for a in range(count):
+                    power = first_power[a0 + a]
+                    base = splits[5 * s + 4] + a * n_beta + c0
+                    for o in range(outputs):
+                        out = o * points + p
+                        row = (a * outputs + o) * width
                         for k in range(width):
                             target = targets[base + k]
                             if target >= 0:
-                                result[out, target] += power * buffer[np.uint64(a * width + k)]
-                if rows == 0:
-                    continue
-                # P^T [V | g]: the pulled-back valence-2 terms and the order-(K-1) coefficients,
-                # buffer[:rows * (n + 1)] = p_top[:rows] @ partners[o, p].T.
-                ints[2] = n + 1
-                ints[3] = rows
-                gemm(ints_at, ints_at + 4, ints_at + 8, ints_at + 12, ints_at + 16, scalars_at,
-                     partners_at + item * (o * points + p) * (n + 1) * neurons, ints_at + 16, address[2],
-                     ints_at + 16, scalars_at + item, buffer_at, ints_at + 8)
-                for a in range(rows):
-                    # gamma_first of alpha + e_j: 1 below alpha's first variable f, alpha_f + 1
-                    # at f, alpha_f above (the first-variable rule's normalisation, undone).
-                    f = first_variable[start + a]
-                    power = first_power[pushed + start + a]
-                    pairs = (start + a) * n
-                    product = a * (n + 1)
+                                result[out, target] += power * buffer[np.uint64(row + k)]
+            if rows == 0:
+                continue
+            # P^T [V | g] for all outputs: the pulled-back valence-2 terms and the order-(K-1)
+            # coefficients, buffer[:rows * outputs * (n + 1)] = p_top[:rows] @ partners[p].T.
+            ints[2] = outputs * (n + 1)
+            ints[3] = rows
+            gemm(ints_at, ints_at + 4, ints_at + 8, ints_at + 12, ints_at + 16, scalars_at,
+                 partners_at + item * p * outputs * (n + 1) * neurons, ints_at + 16, address[2],
+                 ints_at + 16, scalars_at + item, buffer_at, ints_at + 8)
+            for a in range(rows):
+                # gamma_first of alpha + e_j: 1 below alpha's first variable f, alpha_f + 1
+                # at f, alpha_f above (the first-variable rule's normalisation, undone).
+                f = first_variable[start + a]
+                power = first_power[pushed + start + a]
+                pairs = (start + a) * n
+                for o in range(outputs):
+                    out = o * points + p
+                    product = (a * outputs + o) * (n + 1)
                     for j in range(n):
                         weight_j = 1.0 if j < f else (power + 1.0 if j == f else power)
                         result[out, pair_targets[pairs + j]] += weight_j * buffer[product + j]
