@@ -37,6 +37,12 @@ Why, in three steps (DESIGN.md section 2, "organised by the topmost vertex"):
    product. What remains per layer is composed per point from orders <= K-2: P and R, from
    the vertex tables of order K-1 in one pass, the rows of order K-1 in chunks that are used
    (split |alpha| = 1, P^T [V | g]) while they are still in cache.
+
+4. Everything above is a sum over the neurons b of per-neuron products, so the hidden layers
+   are laid side by side as one wide layer: one product per tile with all layers' neurons as
+   its inner dimension, and one scatter, not one per layer. The vertex products of a target
+   are summed per valence m before they are weighted (by c_{m-1} for R, s_m for P), and all
+   outputs share each product (the rows of g D are (variable, output) pairs).
 """
 from __future__ import annotations
 
