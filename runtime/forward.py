@@ -130,8 +130,6 @@ def multivariate_series(weights, biases, hidden_activations, output_activation, 
     chunk = int(max(1, min(batch, _CHUNK_BYTES // per_point)))
     result = np.empty((batch, widths[-1], columns), dtype=dtype)
     if scheme == "top-vertex":
-        from . import top_vertex
-
         top_vertex.plan(n_vars, order)  # built once here, not by each thread
 
     def expand(lo, hi):
@@ -143,10 +141,7 @@ def multivariate_series(weights, biases, hidden_activations, output_activation, 
         else:
             _top_vertex(weights, biases, hidden_activations, points[lo:hi], order, variables, dtype, result[lo:hi])
 
-    # BLAS on one thread, the threads being feynmlp's: after a threaded call OpenBLAS's workers
-    # spin, waiting for more work, for tens of milliseconds; on a machine with as many cores as
-    # feynmlp has threads they took a core from the contraction that follows (measured: 64 ms
-    # alone, 103 ms right after one two-thread product).
+    # BLAS on one thread, the threads being feynmlp's (threads.single_blas_thread says why).
     with threads.single_blas_thread():
         for start in range(0, batch, chunk):
             threads.run_blocks(expand, (), min(batch, start + chunk), start=start)

@@ -3,8 +3,7 @@ the cores without Numba's parallel compiler (which costs seconds on a cold compi
 
 In: a kernel that works on points lo .. hi-1 of its arrays and the number of points. Out:
 the kernel run once per block of points, one block per thread; single_blas_thread() holds
-every BLAS library to one thread meanwhile (the top-vertex kernel calls SciPy's BLAS on
-small per-point matrices).
+every BLAS library to one thread meanwhile, since the threads are feynmlp's.
 """
 from __future__ import annotations
 
@@ -41,10 +40,14 @@ def run_blocks(kernel, args: tuple, points: int, start: int = 0) -> None:
 
 
 def single_blas_thread():
-    """Context: every BLAS library on one thread. For kernels that call BLAS on small
-    per-point matrices: a BLAS thread team costs more there than it gains (a one-point
-    Born-network expansion took 8 ms with two OpenBLAS threads and 0.75 ms with one), and
-    the worker threads already use every core."""
+    """Context: every BLAS library on one thread, while feynmlp's own threads use the cores.
+
+    Why: on small per-point matrices a BLAS thread team costs more than it gains (a one-point
+    Born-network expansion took 8 ms with two OpenBLAS threads and 0.75 ms with one); and
+    after any threaded call OpenBLAS's workers spin, waiting for more work, for tens of
+    milliseconds, which on a machine with as many cores as feynmlp has threads took a core
+    from the work that followed (a contraction took 64 ms alone, 103 ms right after one
+    two-thread matrix product)."""
     return _blas_controller().limit(limits=1, user_api="blas")
 
 

@@ -68,7 +68,6 @@ class Plan:
 
     splits: np.ndarray        # (S, 5): alpha column start, alpha count, beta start, beta count, targets offset
     tiles: np.ndarray         # (T, 4): beta tile start, stop (within the split), rows needed, split
-    tile_ptr: np.ndarray      # (S + 1,): tiles of split s are tile_ptr[s] .. tile_ptr[s + 1] - 1
     targets: np.ndarray       # int32, per split (alpha count x beta count): gamma - offset_K, or -1
     first_power: np.ndarray   # alpha_first of each column of order <= K-1 (0 for the constant)
     first_count: np.ndarray   # (M_K,) gamma_first
@@ -176,9 +175,8 @@ def plan(n: int, order: int) -> Plan:
     segments = [(0, chunk_rows[0], tile_ptr[1 if top_rows else 0], tile_ptr[-1], 0, 0)]
     segments += [(chunk_rows[c], chunk_rows[c + 1], chunk_tiles[c], chunk_tiles[c + 1], chunks[c], chunks[c + 1])
                  for c in range(len(chunks) - 1)]
-    result = Plan(np.array(splits, dtype=np.int64), tiles, np.array(tile_ptr, dtype=np.int64),
-                  np.concatenate(targets), first_power, first_count, pair_targets, first_variable, tables,
-                  valence, weight, np.array(segments, dtype=np.int64))
+    result = Plan(np.array(splits, dtype=np.int64), tiles, np.concatenate(targets), first_power, first_count,
+                  pair_targets, first_variable, tables, valence, weight, np.array(segments, dtype=np.int64))
     for field in dataclasses.fields(result):
         getattr(result, field.name).setflags(write=False)
     return result
