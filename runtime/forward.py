@@ -114,6 +114,11 @@ def multivariate_series(weights, biases, hidden_activations, output_activation, 
         raise ValueError(f"scheme {scheme!r} does not apply here; use one of {SCHEMES}")
     if scheme == "forward":
         pushed, tables = order, multi_index.vertex_table_bytes(n_vars, order)
+    elif order == 2:
+        from . import hessian
+
+        pushed = 1
+        tables = hessian.workspace_bytes(n_vars, widths, batch, np.dtype(dtype).itemsize)
     else:
         from . import top_vertex
 
@@ -129,7 +134,7 @@ def multivariate_series(weights, biases, hidden_activations, output_activation, 
     per_point = neurons * multi_index.count(n_vars, pushed) * np.dtype(dtype).itemsize
     chunk = int(max(1, min(batch, _CHUNK_BYTES // per_point)))
     result = np.empty((batch, widths[-1], columns), dtype=dtype)
-    if scheme == "top-vertex":
+    if scheme == "top-vertex" and order > 2:
         top_vertex.plan(n_vars, order)  # built once here, not by each thread
 
     def expand(lo, hi):
@@ -138,6 +143,8 @@ def multivariate_series(weights, biases, hidden_activations, output_activation, 
             series, _ = _push(weights, biases, hidden_activations, output_activation, points[lo:hi], order, variables,
                               dtype)
             result[lo:hi] = series.transpose(0, 2, 1)
+        elif order == 2:
+            hessian.expand(weights, biases, hidden_activations, points, variables, dtype, result, lo, hi)
         else:
             _top_vertex(weights, biases, hidden_activations, points[lo:hi], order, variables, dtype, result[lo:hi])
 

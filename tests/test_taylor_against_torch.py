@@ -220,6 +220,33 @@ def test_wide_layers_many_inputs_low_orders():
         check_against_torch(mlp, x, 3, scheme=scheme)
 
 
+@pytest.mark.parametrize("sub_block_bytes", [1, 2040])
+def test_order_two_by_the_top_vertex_in_sub_blocks_of_points(monkeypatch, sub_block_bytes):
+    # feynmlp.hessian builds and contracts the Jacobians a few points at a time: here one point
+    # at a time, then 3 (5 variables x 17 neurons x 8 bytes = 680 per point; 5 with the three
+    # wrt variables), so that the blocks of both threads end in a remainder; three outputs and
+    # hidden layers of different widths share each product.
+    from feynmlp import hessian
+
+    monkeypatch.setattr(hessian, "_SUB_BLOCK_BYTES", sub_block_bytes)
+    rng = np.random.default_rng(41)
+    mlp = random_mlp(rng, (5, 7, 4, 6, 3), ["tanh", "gelu", "sin"])
+    points = rng.normal(size=(7, 5))
+    check_against_torch(mlp, points, 2, scheme="top-vertex")
+    check_against_torch(mlp, points, 2, wrt=[1, 2, 4], scheme="top-vertex")
+
+
+def test_order_two_by_the_top_vertex_in_float32():
+    # float32 runs the same kernel with single-precision BLAS (sgemm).
+    rng = np.random.default_rng(42)
+    mlp = random_mlp(rng, (6, 20, 20, 3), ["tanh", "silu"])
+    points = rng.normal(size=(5, 6))
+    e64 = check_against_torch(mlp, points, 2, scheme="top-vertex")
+    e32 = feynmlp.taylor(mlp, points, 2, scheme="top-vertex", dtype=np.float32)
+    assert e32.coefficients.dtype == np.float32
+    assert_relative_close(e32.coefficients.astype(np.float64), e64.coefficients, rtol=1e-5, what="float32")
+
+
 def test_width_one_everywhere():
     rng = np.random.default_rng(1)
     mlp = random_mlp(rng, (1, 1, 1, 1, 1, 1), ["tanh", "sigmoid", "gelu", "sin"], output_activation="exp")

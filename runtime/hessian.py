@@ -1,0 +1,181 @@
+"""Order 2 by the topmost vertex in one compiled pass per block of points.
+
+In: a network with a linear output (weights, biases, one activation per hidden layer), points
+(batch, n_in), the expansion variables. Out: every coefficient up to order 2, written into
+(batch, outputs, M) in feynmlp.multi_index order: the value, the gradient, and the Hessian's
+upper triangle (d^2 f / dx_i dx_j for i < j, half of it for i = j).
+
+Why a path of its own: at K = 2 the topmost-vertex sum (DESIGN.md section 2) is
+
+    d^2 f / dx_i dx_j = sum_l sum_b D(l)_bi w(l)_b D(l)_bj,   w(l) = g(l) * s''(z(l)),
+
+with D(l) the Jacobian of layer l's pre-activations in the variables, D(1) = W1[:, vars] and
+D(l+1) = W(l+1) diag(s'(z(l))) D(l). Everything in it besides the Jacobians (the values, s',
+s'', the output propagators g) is one number per neuron and point, computed here for all
+points of a block with NumPy and the generated taylor_derivatives. The Jacobians and their
+contraction then run in one kernel, a few points at a time: the Jacobians of all hidden layers
+side by side for a sub-block of points stay in the core's cache from the product that makes
+them to the one that contracts them. The general path (top_vertex.contract) keeps every
+layer's series for the whole block in memory and passes over it per layer and step; with both
+cores running, those passes through memory cost as much as the products.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from . import workspace
+from .kernels import call_kernel, kernel_module
+
+# Bytes of the Jacobians of one sub-block of points (all hidden layers side by side): the
+# sub-block stays in a core's L2 cache between the products that make and contract it.
+_SUB_BLOCK_BYTES = 384 * 2**10
+
+
+def expand(weights, biases, hidden_activations, points, variables, dtype, result, lo, hi) -> None:
+    """Coefficients up to order 2 of points lo..hi-1, into result[lo:hi] (batch, outputs, M).
+
+    Runs in the caller's thread, with BLAS held to one thread by the caller (forward.py)."""
+    from .top_vertex import _gemm
+
+    dtype = np.dtype(dtype)
+    x = points[lo:hi]
+    count, n = hi - lo, variables.size
+    hidden = [np.asarray(w, dtype=dtype) for w in weights[:-1]]
+    last = np.asarray(weights[-1], dtype=dtype)
+    widths = [w.shape[0] for w in hidden]
+    bounds = np.cumsum([0] + widths)
+    neurons, outputs = int(bounds[-1]), last.shape[0]
+    # Values and s' (slope), s''/2 of every hidden neuron, all layers side by side.
+    slope = workspace.array("hessian slope", (count, neurons), dtype)
+    curvature = workspace.array("hessian curvature", (count, neurons), dtype)
+    activated = x
+    for l, w in enumerate(hidden):
+        z = np.ascontiguousarray(activated @ w.T + np.asarray(biases[l], dtype=dtype))
+        derivatives = np.empty((z.size, 3), dtype=dtype)
+        call_kernel(kernel_module(hidden_activations[l], 2), "taylor_derivatives", z.reshape(-1), derivatives)
+        derivatives = derivatives.reshape(count, widths[l], 3)
+        columns = slice(bounds[l], bounds[l + 1])
+        slope[:, columns] = derivatives[:, :, 1]
+        curvature[:, columns] = derivatives[:, :, 2]
+        activated = derivatives[:, :, 0]
+    out = result[lo:hi]
+    out[:, :, 0] = activated @ last.T + np.asarray(biases[-1], dtype=dtype)
+    # Output propagators g(l) = d f / d a(l), backwards; the weights w = g s'' = 2 g (s''/2).
+    weight = workspace.array("hessian weight", (outputs, count, neurons), dtype)
+    g = np.broadcast_to(last[:, None, :], (outputs, count, widths[-1]))
+    for l in range(len(hidden) - 1, -1, -1):
+        columns = slice(bounds[l], bounds[l + 1])
+        np.multiply(g, curvature[None, :, columns], out=weight[:, :, columns])
+        g = g * slope[None, :, columns]  # d f / d z(l)
+        if l:
+            g = g @ hidden[l]
+    weight *= 2.0
+    # The gradient: d f / d z(1) times the first layer's columns of the variables.
+    first = np.ascontiguousarray(hidden[0][:, variables].T)  # (n, n_1): D(1) transposed
+    out[:, :, 1:1 + n] = (g @ first.T).transpose(1, 0, 2)
+
+    sub = int(max(1, min(count, _SUB_BLOCK_BYTES // (n * neurons * np.dtype(dtype).itemsize))))
+    jacobians = workspace.array("hessian jacobians", (sub * n, neurons), dtype)
+    scaled_in = workspace.array("hessian scaled input", (sub * n, max(widths)), dtype)
+    scaled = workspace.array("hessian scaled", (n * outputs, neurons), dtype)
+    product = workspace.array("hessian product", (n * outputs, n), dtype)
+    ints = np.zeros(8, dtype=np.int32)
+    scalars = np.array([1.0, 0.0], dtype=dtype)
+    stacked = np.concatenate([w.reshape(-1) for w in hidden[1:]] + [np.zeros(0, dtype=dtype)])
+    weight_at = np.cumsum([0] + [w.size for w in hidden[1:]]).astype(np.int64)
+    address = np.array([a.ctypes.data for a in (jacobians, scaled_in, scaled, product, ints, scalars, stacked)],
+                       dtype=np.int64)
+    _hessians(_gemm(dtype), first, slope, weight.reshape(outputs * count, neurons), out.reshape(count * outputs, -1),
+              jacobians, scaled_in, scaled, product, ints, np.asarray(bounds, dtype=np.int64), weight_at, address,
+              np.array([count, n, outputs, sub, np.dtype(dtype).itemsize], dtype=np.int64))
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _hessians(gemm, first, slope, weight, out, jacobians, scaled_in, scaled, product, ints, bounds, weight_at,
+              address, sizes):  # pragma: no cover - compiled
+    """Hessian upper triangles of every point into out[:, 1 + n:] (rows p * outputs + o).
+
+    Per sub-block of `sub` points: the Jacobians, rows (point, variable) and all hidden
+    layers' neurons side by side as columns (layer 1's are the weights' columns; layer l + 1's
+    are one product, (D(l) * s'(l)) W(l+1)^T, over the whole sub-block); then per point one
+    product (D * w)^T-by-D for all outputs at once (rows of `scaled` are (variable, output)
+    pairs). One function, the BLAS operands passed as addresses (`address`: jacobians,
+    scaled_in, scaled, product, ints, scalars, the weights between hidden layers flattened at
+    weight_at): as in top_vertex._contract_points, for a short compile.
+    """
+    count = sizes[0]
+    n = sizes[1]
+    outputs = sizes[2]
+    sub = sizes[3]
+    item = sizes[4]
+    neurons = bounds[bounds.shape[0] - 1]
+    layers = bounds.shape[0] - 1
+    first_width = bounds[1]
+    jacobians_at = address[0]
+    scaled_in_at = address[1]
+    ints_at = address[4]
+    scalars_at = address[5]
+    wide = scaled_in.shape[1]
+    base = 1 + n
+    for p0 in range(0, count, sub):
+        points = min(sub, count - p0)
+        rows = points * n
+        for r in range(rows):
+            for b in range(first_width):
+                jacobians[r, b] = first[r % n, b]
+        for l in range(1, layers):
+            c0 = bounds[l - 1]
+            width_in = bounds[l] - c0
+            for r in range(rows):
+                p = p0 + r // n
+                for b in range(width_in):
+                    scaled_in[r, b] = jacobians[r, c0 + b] * slope[p, c0 + b]
+            # jacobians[:rows, bounds[l]:bounds[l + 1]] = scaled_in[:rows, :width_in] @ W(l+1)^T;
+            # column-major: C (width_out x rows, ld neurons) = W^T' (width_in x width_out)^T @ B.
+            ints[0] = 84  # 'T'
+            ints[1] = 78  # 'N'
+            ints[2] = bounds[l + 1] - bounds[l]
+            ints[3] = rows
+            ints[4] = width_in
+            ints[5] = wide
+            ints[6] = neurons
+            gemm(ints_at, ints_at + 4, ints_at + 8, ints_at + 12, ints_at + 16, scalars_at,
+                 address[6] + item * weight_at[l - 1], ints_at + 16, scaled_in_at, ints_at + 20,
+                 scalars_at + item, jacobians_at + item * bounds[l], ints_at + 24)
+        for q in range(points):
+            p = p0 + q
+            for i in range(n):
+                for o in range(outputs):
+                    g = o * count + p
+                    for b in range(neurons):
+                        scaled[i * outputs + o, b] = jacobians[q * n + i, b] * weight[g, b]
+            # product (n * outputs x n) = scaled @ D_p^T; column-major: product^T = D_p' scaled^T.
+            ints[0] = 84
+            ints[1] = 78
+            ints[2] = n
+            ints[3] = n * outputs
+            ints[4] = neurons
+            ints[5] = n
+            gemm(ints_at, ints_at + 4, ints_at + 8, ints_at + 12, ints_at + 16, scalars_at,
+                 jacobians_at + item * q * n * neurons, ints_at + 16, address[2], ints_at + 16, scalars_at + item,
+                 address[3], ints_at + 20)
+            for o in range(outputs):
+                column = base
+                for i in range(n):
+                    row = i * outputs + o
+                    out[p * outputs + o, column] = 0.5 * product[row, i]
+                    for j in range(i + 1, n):
+                        out[p * outputs + o, column + j - i] = product[row, j]
+                    column += n - i
+
+
+def workspace_bytes(n: int, widths, batch: int, itemsize: int = 8) -> int:
+    """Bytes of the work arrays of expand for `batch` points (the memory check): s', s''/2 and
+    the contraction weights per neuron and point, and per thread one sub-block's Jacobians,
+    their scaled copy and one point's product."""
+    from . import threads
+
+    neurons, outputs = sum(widths[:-1]), widths[-1]
+    per_thread = _SUB_BLOCK_BYTES * 2 + itemsize * (n * outputs * (neurons + n))
+    return itemsize * (2 + outputs) * batch * neurons + threads.count() * per_thread
