@@ -212,9 +212,35 @@ def directional_flops(sizes, batch: int, order: int) -> int:
     return flops
 
 
+def hessian_flops(sizes, batch: int) -> int:
+    """FLOPs of the top-vertex scheme at K = 2 (feynmlp.hessian), N = sum of the hidden widths:
+
+    FLOPs = 2 n_1 n_0 B + sum over later layers of 2 n_l n_(l-1) B      forward values
+          + sum over hidden layers of 20 n_l B                           s, s', s''/2
+          + sum over hidden layers of 2 n_out n_l B                      weights w, next g
+          + sum over hidden layers but the last of 2 n_out n_(l+1) n_l B  propagators
+          + n_out N B + 2 n_out n n_1 B                                   w * 2, gradient
+          + sum over hidden layers l >= 2 of (n n_(l-1) + 2 n n_(l-1) n_l) B  Jacobians
+          + B (n_out n N + sum over the diagonal blocks [i0, i1) of
+               2 (n - i0) (i1 - i0) n_out N)                              (w D)^T D per point
+    """
+    from feynmlp import hessian
+
+    n, n_out, hidden = sizes[0], sizes[-1], sizes[1:-1]
+    neurons = sum(hidden)
+    flops = sum(2 * upper * lower * batch for lower, upper in zip(sizes[:-1], sizes[1:]))
+    flops += sum((ACTIVATION_FLOPS_PER_ORDER * 2 + 2 * n_out) * width * batch for width in hidden)
+    flops += sum(2 * n_out * upper * lower * batch for lower, upper in zip(hidden[:-1], hidden[1:]))
+    flops += n_out * neurons * batch + 2 * n_out * n * hidden[0] * batch
+    flops += sum((n * lower + 2 * n * lower * upper) * batch for lower, upper in zip(hidden[:-1], hidden[1:]))
+    step = -(-n // hessian._DIAGONAL_BLOCKS)
+    products = sum(2 * (n - i0) * (min(n, i0 + step) - i0) * n_out * neurons for i0 in range(0, n, step))
+    return flops + batch * (n_out * n * neurons + products)
+
+
 def top_vertex_flops(sizes, batch: int, order: int) -> int:
-    """FLOPs of the top-vertex scheme (feynmlp.top_vertex): orders <= P pushed forward (P = K-2,
-    or 1 at K = 2), orders K-1 and K from the topmost vertex.
+    """FLOPs of the top-vertex scheme: at K = 2 hessian_flops, else (feynmlp.top_vertex) orders
+    <= K-2 pushed forward, orders K-1 and K from the topmost vertex.
 
     FLOPs = multivariate_flops(sizes, B, P)                             forward push
           + sum over hidden layers below the last of (n_out n_l B + 2 n_out n_l n_(l-1) B)
@@ -234,6 +260,8 @@ def top_vertex_flops(sizes, batch: int, order: int) -> int:
     """
     from feynmlp import top_vertex
 
+    if order == 2:
+        return hessian_flops(sizes, batch)
     n, n_out, hidden = sizes[0], sizes[-1], sizes[1:-1]
     pushed = top_vertex.pushed_order(order)
     flops = multivariate_flops(sizes, batch, pushed)

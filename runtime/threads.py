@@ -54,8 +54,11 @@ def single_blas_thread():
 @functools.lru_cache(maxsize=1)
 def _blas_controller():
     """The BLAS libraries' thread controls, NumPy's and SciPy's (loaded first, so it is seen)."""
-    import scipy.linalg.cython_blas  # noqa: F401
     from threadpoolctl import ThreadpoolController
+
+    from . import blas
+
+    blas.cython_blas()
 
     return ThreadpoolController()
 

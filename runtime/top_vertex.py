@@ -52,7 +52,7 @@ import functools
 import numpy as np
 from numba import njit
 
-from . import multi_index, threads, workspace
+from . import blas, multi_index, threads, workspace
 
 # Columns (betas) per GEMM tile: large enough for BLAS, small enough that the tile's product
 # and its targets stay in the core's cache while they are scattered.
@@ -274,7 +274,7 @@ def _contract_block(p: Plan, series, derivatives, coefficients, propagators, par
     address = np.array([a.ctypes.data for a in (r, r_top, p_top, scaled, partners, buffer, ints, scalars)],
                        dtype=np.int64)
     _contract_points(
-        _gemm(dtype), *(a.reshape(-1, neurons) for a in (series, derivatives, coefficients, propagators)),
+        blas.gemm(dtype), *(a.reshape(-1, neurons) for a in (series, derivatives, coefficients, propagators)),
         result.reshape(outputs * points, -1), below.reshape(outputs * points, below.shape[2]), p.first_power,
         p.splits.reshape(-1), tiles.reshape(-1), p.targets, p.first_variable, p.pair_targets.reshape(-1),
         p.tables.reshape(-1), p.valence, p.weight, p.segments.reshape(-1), r, r_top, p_top, scaled, buffer, ints, sizes,
@@ -309,22 +309,6 @@ def _partners(series, bounds, derivatives, coefficients, propagators, weights, n
             pulled *= derivatives[l][:, None, None, 1, :]
             pulled += term
             accumulated = pulled.reshape(-1, width)
-
-
-@functools.lru_cache(maxsize=2)
-def _gemm(dtype) -> object:
-    """SciPy's BLAS dgemm or sgemm as a ctypes function of 13 pointers (Fortran convention),
-    declared as taking pointer-sized integers: the kernel passes addresses it computed. It
-    calls BLAS directly: Numba's own np.dot costs seconds of compile time on a cold cache, and
-    a function pointer passed as an argument keeps the kernel cacheable (the address is not
-    baked into the compiled code)."""
-    import ctypes
-
-    from numba.extending import get_cython_function_address
-
-    name = {np.dtype(np.float64): "dgemm", np.dtype(np.float32): "sgemm"}[np.dtype(dtype)]
-    return ctypes.CFUNCTYPE(None, *([ctypes.c_ssize_t] * 13))(
-        get_cython_function_address("scipy.linalg.cython_blas", name))
 
 
 @njit(nogil=True, cache=True, error_model="numpy")

@@ -1,0 +1,63 @@
+"""SciPy's BLAS matrix product as a function the compiled kernels call through a pointer.
+
+In: a dtype (float64 or float32). Out: dgemm or sgemm from scipy.linalg.cython_blas as a
+ctypes function of 13 pointer-sized integers (the Fortran convention: every argument by
+reference), for kernels that compute their operands' addresses themselves.
+
+Why not Numba's own np.dot: it costs seconds of compile time on a cold cache. Why a function
+passed as an argument: the kernel stays cacheable (the address is not baked into its code).
+
+scipy.linalg.cython_blas is loaded from its file, without running scipy.linalg's __init__:
+that imports most of SciPy's linear algebra, 0.12 s of what was a 0.5 s first call, for a
+module that only hands out function pointers. Where the file is not found (another SciPy
+layout), the ordinary import is used.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib
+import importlib.machinery
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+
+_MODULE = "scipy.linalg.cython_blas"
+
+
+@functools.lru_cache(maxsize=1)
+def cython_blas():
+    """The scipy.linalg.cython_blas module (loading it also loads SciPy's BLAS library)."""
+    module = sys.modules.get(_MODULE)
+    if module is not None:
+        return module
+    scipy = importlib.util.find_spec("scipy")  # finds the package without importing it
+    if scipy is not None and scipy.origin:
+        folder = Path(scipy.origin).parent / "linalg"
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            path = folder / f"cython_blas{suffix}"
+            if path.is_file():
+                loader = importlib.machinery.ExtensionFileLoader(_MODULE, str(path))
+                module = importlib.util.module_from_spec(importlib.util.spec_from_loader(_MODULE, loader))
+                loader.exec_module(module)
+                return module
+    return importlib.import_module(_MODULE)
+
+
+def address(name: str) -> int:
+    """The address of cython_blas's function `name` (read from its __pyx_capi__ capsule)."""
+    capsule = cython_blas().__pyx_capi__[name]
+    get_name = ctypes.pythonapi.PyCapsule_GetName
+    get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
+    get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+    get_pointer.restype, get_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+    return get_pointer(capsule, get_name(capsule))
+
+
+@functools.lru_cache(maxsize=2)
+def gemm(dtype) -> object:
+    """dgemm or sgemm as a ctypes function of 13 pointer-sized integers."""
+    name = {np.dtype(np.float64): "dgemm", np.dtype(np.float32): "sgemm"}[np.dtype(dtype)]
+    return ctypes.CFUNCTYPE(None, *([ctypes.c_ssize_t] * 13))(address(name))
