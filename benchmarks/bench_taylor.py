@@ -245,12 +245,12 @@ def top_vertex_flops(sizes, batch: int, order: int) -> int:
     FLOPs = multivariate_flops(sizes, B, P)                             forward push
           + sum over hidden layers below the last of (n_out n_l B + 2 n_out n_l n_(l-1) B)
                                                                          output propagators
-          + (K >= 3) sum over hidden layers below the last of n_out B n (2 n_(l+1) + 4) n_l
+          + sum over hidden layers below the last of n_out B n (2 n_(l+1) + 4) n_l
                                                                          partners pulled back
           + sum over hidden layers l of n_l B V'                          R and P per neuron
           + sum over hidden layers l of n_out B [n_l M_P                  g * D
                 + sum over tiles (2 n_l + 2) rows width                   GEMM + scatter per tile
-                + (K >= 3) (2 n_l + 2) (n + 1) M_(K-1)]                   P^T [V | g] + scatter
+                + (2 n_l + 2) (n + 1) M_(K-1)]                            P^T [V | g] + scatter
     with M_P = C(n+P, P), M_(K-1) = C(n+K-2, K-1), V' = (M_P - 1) + sum_{m=2..K-1} R_m (m + 2)
     + R_top * 2 over the vertex tables of order K-1 (R_top: the rows whose target has order
     K-1, which also feed P), and the tiles of feynmlp.top_vertex.plan(n, K) (one GEMM
@@ -268,13 +268,12 @@ def top_vertex_flops(sizes, batch: int, order: int) -> int:
     flops += sum(n_out * upper * batch + 2 * n_out * upper * lower * batch
                  for lower, upper in zip(hidden[:-1], hidden[1:]))
     pushed_columns = math.comb(n + pushed, pushed)
-    top_rows = math.comb(n + order - 2, order - 1) if order >= 3 else 0
-    if order >= 3:
-        flops += sum(n_out * batch * n * (2 * upper + 4) * lower for lower, upper in zip(hidden[:-1], hidden[1:]))
-    rows = multiset_counts(n, order - 1) if order >= 3 else {}
+    top_rows = math.comb(n + order - 2, order - 1)
+    flops += sum(n_out * batch * n * (2 * upper + 4) * lower for lower, upper in zip(hidden[:-1], hidden[1:]))
+    rows = multiset_counts(n, order - 1)
     derivative_series = (pushed_columns - 1) + sum(r * (m + 2) for m, r in rows.items())
     plan = top_vertex.plan(n, order)
-    top_table_rows = int((plan.tables[:, 0] >= pushed_columns).sum()) if order >= 3 else 0
+    top_table_rows = int((plan.tables[:, 0] >= pushed_columns).sum())
     derivative_series += 2 * top_table_rows
     tiles = plan.tiles
     entries = int(((tiles[:, 1] - tiles[:, 0]) * tiles[:, 2]).sum())

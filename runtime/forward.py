@@ -72,12 +72,14 @@ def choose_scheme(n_outputs: int, order: int, has_output_activation: bool, n_var
     The top-vertex scheme pushes only orders <= K-2 forward and contracts the top orders with
     the output propagators, once per output; pushing everything forward costs about the same
     for any number of outputs but grows much faster with K. Measured on 32 -> 64 -> 64 -> m
-    (tanh, 256 points, one core): the top-vertex scheme was faster up to m = 16 at K = 2 and
-    K = 3 (2.6x and 2.2x at m = 8); the bound below stays on the safe side as K grows.
+    (tanh, 256 points): at K = 2 (feynmlp.hessian, two cores) the top-vertex scheme was faster
+    up to m = 64 (7x at m = 4, 1.6x at m = 32, 1.1x at m = 64); at K = 3 (one core) up to
+    m = 16 (2.2x at m = 8). The bound for K >= 3 stays on the safe side as K grows.
     """
     if order < 2 or has_output_activation or n_vars < 2:
         return "forward"
-    return "top-vertex" if n_outputs <= max(4, 16 // (order - 1)) else "forward"
+    limit = 64 if order == 2 else max(4, 16 // (order - 1))
+    return "top-vertex" if n_outputs <= limit else "forward"
 
 
 def multivariate_series(weights, biases, hidden_activations, output_activation, points, order: int,
@@ -223,7 +225,7 @@ def _values(series, activation, order):
 def _top_vertex(weights, biases, hidden_activations, points, order, variables, dtype, out):
     """All coefficients up to `order` of a network with a linear output, by the topmost vertex,
     written to out (points, outputs, M). Orders up to top_vertex.pushed_order(K) are pushed
-    forward; the top two (the top one for K = 2) come from the contraction."""
+    forward; the top two come from the contraction (K >= 3; K = 2 is feynmlp.hessian)."""
     from . import top_vertex
 
     pushed = top_vertex.pushed_order(order)
@@ -242,7 +244,7 @@ def _top_vertex(weights, biases, hidden_activations, points, order, variables, d
     for layer in range(len(derivatives) - 1, 0, -1):
         propagators.insert(0, (propagators[0] * derivatives[layer][None, :, 1, :]) @ between[layer - 1])
     low = lower.shape[1]
-    sizes = (multi_index.count_of_order(n_vars, order - 1) if order > 2 else 0, multi_index.count_of_order(n_vars, order))
+    sizes = (multi_index.count_of_order(n_vars, order - 1), multi_index.count_of_order(n_vars, order))
     top = workspace.array("top", (outputs, batch, sizes[1]), dtype)
     below = workspace.array("below", (outputs, batch, sizes[0]), dtype)
     top_vertex.contract(stack, bounds, derivatives, propagators, between, order, n_vars, top, below)

@@ -1,11 +1,11 @@
 """The highest orders by the topmost vertex: order K (and K-1) from series pushed to order K-2.
 
 In: the Taylor series of every hidden layer's pre-activations pushed forward up to order
-K-2 (K-1 when K = 2), one block per point with the layers side by side (points, M'', all
+K-2 (K >= 3; order 2 has its own path, feynmlp.hessian), one block per point with the layers side by side (points, M'', all
 hidden neurons), and per hidden layer the activation's Taylor derivatives
 s_m = s^(m)(z0)/m! (points, K+1, neurons), the output propagators g = df/da (outputs, points,
 neurons) and the weights between hidden layers. Out: the coefficients of order K of every
-output (outputs, points, M_K) and, for K >= 3, those of order K-1.
+output (outputs, points, M_K) and those of order K-1.
 
 Why, in three steps (DESIGN.md section 2, "organised by the topmost vertex"):
 
@@ -77,18 +77,18 @@ class Plan:
     valence: np.ndarray       # (rows,) m of each table row
     weight: np.ndarray        # (rows,) distinct orderings of each row's sources
     segments: np.ndarray      # (1 + C, 6): table rows i0, i1, tiles t0, t1, order-(K-1) rows start, stop;
-                              # segment 0: orders < K-1 and the splits |alpha| >= 2 (all splits for K = 2),
+                              # segment 0: orders < K-1 and the splits |alpha| >= 2,
                               # segment 1 + c: chunk c of the order-(K-1) rows and its tiles of split 0
 
 
 def pushed_order(order: int) -> int:
     """The order to which the series are pushed forward before the contraction."""
-    return 1 if order == 2 else order - 2
+    return order - 2
 
 
 def _first_splits(order: int) -> range:
     """The sizes |alpha| contracted by the first-variable rule (step 2; |alpha| = K-1 is step 3)."""
-    return range(1, 2) if order == 2 else range(1, order - 1)
+    return range(1, order - 1)
 
 
 def plan_bytes(n: int, order: int) -> int:
@@ -96,7 +96,7 @@ def plan_bytes(n: int, order: int) -> int:
     memory check): the int32 target tables, the merged tuples of one split while they are
     sorted, and the padded vertex tables of order K-1."""
     sizes = [multi_index.count_of_order(n, k) * multi_index.count_of_order(n, order - k) for k in range(1, order)]
-    rows = sum(multi_index.vertex_table_rows(n, order - 1).values()) if order > 2 else 0
+    rows = sum(multi_index.vertex_table_rows(n, order - 1).values())
     return 4 * sum(sizes) + 16 * order * max(sizes) + rows * 8 * (order + 2) + 8 * multi_index.count(n, order)
 
 
@@ -105,7 +105,7 @@ def workspace_bytes(n: int, order: int, width: int, outputs: int, itemsize: int 
     output, R and P of one chunk, one matrix product) for `width` neurons (all hidden layers
     together)."""
     pushed = multi_index.count(n, pushed_order(order))
-    chunk = min(_CHUNK, multi_index.count_of_order(n, order - 1)) if order >= 3 else 0
+    chunk = min(_CHUNK, multi_index.count_of_order(n, order - 1))
     per_worker = (pushed * (1 + outputs) + 2 * chunk) * width + outputs * max(chunk * (n + 1), _TILE * pushed)
     return threads.count() * per_worker * itemsize
 
@@ -120,7 +120,9 @@ def _targets_of_pairs(n: int, order: int, left: np.ndarray, right: np.ndarray) -
 
 @functools.lru_cache(maxsize=8)
 def plan(n: int, order: int) -> Plan:
-    """The contraction plan for n variables at order K >= 2."""
+    """The contraction plan for n variables at order K >= 3."""
+    if order < 3:
+        raise ValueError(f"the top-vertex contraction is for orders >= 3 (order 2 is feynmlp.hessian), got {order}")
     offsets, _, padded = multi_index.layout(n, order)
     top = int(offsets[order])
     splits, tiles, tile_ptr, targets = [], [], [0], []
@@ -150,14 +152,10 @@ def plan(n: int, order: int) -> Plan:
     first_power[0] = 0.0
     upper = padded[top:offsets[order + 1], :order]
     first_count = (upper == upper[:, :1]).sum(axis=1).astype(np.float64)
-    if order >= 3:
-        alpha = padded[offsets[order - 1]:offsets[order], :order - 1]
-        pairs = np.repeat(alpha, n, axis=0), np.tile(np.arange(n), alpha.shape[0])[:, None]
-        pair_targets = _targets_of_pairs(n, order, *pairs).astype(np.int32).reshape(alpha.shape[0], n)
-        first_variable = np.ascontiguousarray(alpha[:, 0])
-    else:
-        pair_targets = np.zeros((0, n), dtype=np.int32)
-        first_variable = np.zeros(0, dtype=np.int64)
+    alpha = padded[offsets[order - 1]:offsets[order], :order - 1]
+    pairs = np.repeat(alpha, n, axis=0), np.tile(np.arange(n), alpha.shape[0])[:, None]
+    pair_targets = _targets_of_pairs(n, order, *pairs).astype(np.int32).reshape(alpha.shape[0], n)
+    first_variable = np.ascontiguousarray(alpha[:, 0])
     tables, valence, weight = _padded_tables(n, order - 1)
     # _contract_points accumulates per target, and within a target per run of one valence: the
     # stable sort keeps each target's rows in _padded_tables' order of valence (one run each).
@@ -166,13 +164,11 @@ def plan(n: int, order: int) -> Plan:
     tiles = np.array(tiles, dtype=np.int64).reshape(-1, 4)
     first_top = int(offsets[order - 1])
     top_rows = pair_targets.shape[0]
-    chunks = np.array(list(range(0, top_rows, _CHUNK)) + [top_rows], dtype=np.int64) if top_rows else \
-        np.zeros(1, dtype=np.int64)
+    chunks = np.array(list(range(0, top_rows, _CHUNK)) + [top_rows], dtype=np.int64)
     chunk_rows = np.searchsorted(tables[:, 0], np.concatenate([[first_top], first_top + chunks[1:]]))
-    split_zero = tiles[tile_ptr[0]:tile_ptr[1], 0] if top_rows else np.zeros(0, dtype=np.int64)
-    chunk_tiles = tile_ptr[0] + np.searchsorted(split_zero, chunks)
-    # Split 0 (|alpha| = 1) runs per chunk when there are order-(K-1) rows; segment 0 has the rest.
-    segments = [(0, chunk_rows[0], tile_ptr[1 if top_rows else 0], tile_ptr[-1], 0, 0)]
+    chunk_tiles = tile_ptr[0] + np.searchsorted(tiles[tile_ptr[0]:tile_ptr[1], 0], chunks)
+    # Split 0 (|alpha| = 1) runs per chunk of the order-(K-1) rows; segment 0 has the rest.
+    segments = [(0, chunk_rows[0], tile_ptr[1], tile_ptr[-1], 0, 0)]
     segments += [(chunk_rows[c], chunk_rows[c + 1], chunk_tiles[c], chunk_tiles[c + 1], chunks[c], chunks[c + 1])
                  for c in range(len(chunks) - 1)]
     result = Plan(np.array(splits, dtype=np.int64), tiles, np.concatenate(targets), first_power, first_count,
@@ -183,10 +179,7 @@ def plan(n: int, order: int) -> Plan:
 
 
 def _padded_tables(n: int, order: int):
-    """All vertex tables of `order` in one (rows, order + 1) array padded with -1."""
-    if order < 2:
-        return (np.zeros((0, order + 1), dtype=np.int64), np.zeros(0, dtype=np.int64),
-                np.zeros(0, dtype=np.float64))
+    """All vertex tables of `order` >= 2 in one (rows, order + 1) array padded with -1."""
     raw = multi_index.vertex_tables(n, order)
     parts, valence, weight = [], [], []
     for m in range(2, order + 1):
@@ -211,13 +204,12 @@ def contract(series, bounds, derivatives, propagators, weights, order: int, n: i
         derivatives: per hidden layer, (points, K+1, neurons) s^(m)(z0)/m!.
         propagators: per hidden layer, (outputs, points, neurons) g = d output / d activation.
         weights: the weight matrices between consecutive hidden layers, W(l+1) (n_{l+1}, n_l).
-        order: K >= 2.
+        order: K >= 3.
         n: number of expansion variables.
         result: (outputs, points, M_K), overwritten with the coefficients of order exactly K
             times gamma_first, i.e. not yet divided by plan(n, K).first_count (the caller does
             that in the copy to its result, saving a pass over the largest array).
-        below: (outputs, points, M_{K-1}), overwritten with the coefficients of order K-1
-            (for K = 2, where the push already has them, an empty (outputs, points, 0)).
+        below: (outputs, points, M_{K-1}), overwritten with the coefficients of order K-1.
 
     Every term is a sum over neurons of per-neuron products, so all hidden layers are one
     wide layer here: one GEMM with a long inner dimension and one scatter per tile, not one
@@ -239,7 +231,7 @@ def contract(series, bounds, derivatives, propagators, weights, order: int, n: i
         wide_derivatives[:, :, columns] = d
         np.multiply(d[:, 2:order + 1, :], ranks[None, :, None], out=coefficients[:, :, columns])
         wide_propagators[:, :, columns] = propagators[l]
-    partners = workspace.array("partners", (points, outputs, n + 1 if order > 2 else 0, neurons), dtype)
+    partners = workspace.array("partners", (points, outputs, n + 1, neurons), dtype)
     _partners(series, bounds, derivatives, coefficients, propagators, weights, n, partners)
     result[...] = 0.0
     below[...] = 0.0
@@ -284,9 +276,7 @@ def _contract_block(p: Plan, series, derivatives, coefficients, propagators, par
 def _partners(series, bounds, derivatives, coefficients, propagators, weights, n, partners):
     """Fill partners (points, outputs, n + 1, neurons of all layers): in layer l's columns, the
     pulled-back partners V(l) of the top-order products (step 3 of the module docstring) and,
-    last, g(l). Nothing for K = 2 (partners has no rows then)."""
-    if partners.shape[2] == 0:
-        return
+    last, g(l)."""
     points, outputs, dtype = partners.shape[0], partners.shape[1], partners.dtype
     accumulated = None  # Y~(l+1), (points * outputs * n, neurons of layer l+1)
     for l in range(len(derivatives) - 1, -1, -1):
@@ -319,7 +309,7 @@ def _contract_points(gemm, series, derivatives, coefficients, propagators, resul
     result[:, lo:hi] (and below[:, lo:hi]).
 
     Per point, segment by segment of the plan: segment 0 composes R's orders < K-1 from the
-    tables and runs the splits |alpha| >= 2 (all of them when K = 2); segment 1 + c composes R
+    tables and runs the splits |alpha| >= 2; segment 1 + c composes R
     and P of chunk c of the order-(K-1) rows, runs the split |alpha| = 1 over the chunk's betas
     and the chunk's P^T [V | g].
 
