@@ -121,19 +121,22 @@ def _hessians(gemm, first, slope, weight, out, jacobians, scaled_in, scaled, pro
     scalars_at = address[5]
     wide = scaled_in.shape[1]
     base = 1 + n
+    # Layer 1's Jacobian is the same at every point, and the products below write only the
+    # other layers' columns: its columns are filled once, for every sub-block.
+    for r in range(sub * n):
+        for b in range(first_width):
+            jacobians[r, b] = first[r % n, b]
     for p0 in range(0, count, sub):
         points = min(sub, count - p0)
         rows = points * n
-        for r in range(rows):
-            for b in range(first_width):
-                jacobians[r, b] = first[r % n, b]
         for l in range(1, layers):
             c0 = bounds[l - 1]
             width_in = bounds[l] - c0
             for r in range(rows):
                 p = p0 + r // n
                 for b in range(width_in):
-                    scaled_in[r, b] = jacobians[r, c0 + b] * slope[p, c0 + b]
+                    column = np.uint64(c0 + b)  # known >= 0: no wraparound test, so LLVM vectorises
+                    scaled_in[r, b] = jacobians[r, column] * slope[p, column]
             # jacobians[:rows, bounds[l]:bounds[l + 1]] = scaled_in[:rows, :width_in] @ W(l+1)^T;
             # column-major: C (width_out x rows, ld neurons) = W^T' (width_in x width_out)^T @ B.
             ints[0] = 84  # 'T'
