@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import multiprocessing
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -35,6 +37,22 @@ def test_kernel_errors_reach_the_caller():
 
     with pytest.raises(ValueError, match="block"):
         threads.run_blocks(kernel, (), 8)
+
+
+def test_the_calling_thread_takes_a_block_and_waits_for_the_others_on_error(monkeypatch):
+    monkeypatch.setattr(threads, "count", lambda: 3)
+    caller, finished = threading.get_ident(), []
+
+    def kernel(lo, hi):
+        if threading.get_ident() == caller:
+            raise ValueError("the caller's block")
+        time.sleep(0.05)
+        finished.append((lo, hi))
+
+    with pytest.raises(ValueError, match="caller's block"):
+        threads.run_blocks(kernel, (), 9)
+    # The error came only after both other blocks had finished: none is left writing results.
+    assert sorted(finished) == [(3, 6), (6, 9)]
 
 
 def _child(mlp, points, queue):
