@@ -21,6 +21,8 @@ cores running, those passes through memory cost as much as the products.
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from numba import njit
 
@@ -43,11 +45,11 @@ def expand(weights, biases, hidden_activations, points, variables, dtype, result
     dtype = np.dtype(dtype)
     x = points[lo:hi]
     count, n = hi - lo, variables.size
-    hidden = [np.asarray(w, dtype=dtype) for w in weights[:-1]]
+    hidden = [np.ascontiguousarray(w, dtype=dtype) for w in weights[:-1]]
     last = np.asarray(weights[-1], dtype=dtype)
     widths = [w.shape[0] for w in hidden]
-    bounds = np.cumsum([0] + widths)
-    neurons, outputs = int(bounds[-1]), last.shape[0]
+    bounds = [0, *itertools.accumulate(widths)]
+    neurons, outputs = bounds[-1], last.shape[0]
     # Values and s' (slope), s''/2 of every hidden neuron, all layers side by side.
     slope = workspace.array("hessian slope", (count, neurons), dtype)
     curvature = workspace.array("hessian curvature", (count, neurons), dtype)
@@ -65,7 +67,7 @@ def expand(weights, biases, hidden_activations, points, variables, dtype, result
     out[:, :, 0] = activated @ last.T + np.asarray(biases[-1], dtype=dtype)
     # Output propagators g(l) = d f / d a(l), backwards; the weights w = g s'' = 2 g (s''/2).
     weight = workspace.array("hessian weight", (outputs, count, neurons), dtype)
-    g = np.broadcast_to(last[:, None, :], (outputs, count, widths[-1]))
+    g = last[:, None, :]  # (outputs, 1, neurons): the same at every point
     for l in range(len(hidden) - 1, -1, -1):
         columns = slice(bounds[l], bounds[l + 1])
         np.multiply(g, curvature[None, :, columns], out=weight[:, :, columns])
@@ -84,18 +86,21 @@ def expand(weights, biases, hidden_activations, points, variables, dtype, result
     product = workspace.array("hessian product", (n * outputs, n), dtype)
     ints = np.zeros(8, dtype=np.int32)
     scalars = np.array([1.0, 0.0], dtype=dtype)
-    stacked = np.concatenate([w.reshape(-1) for w in hidden[1:]] + [np.zeros(0, dtype=dtype)])
-    weight_at = np.cumsum([0] + [w.size for w in hidden[1:]]).astype(np.int64)
-    address = np.array([a.ctypes.data for a in (jacobians, scaled_in, scaled, product, ints, scalars, stacked)],
+    # The BLAS operands by address (hidden[1:] are the weights between hidden layers).
+    address = np.array([_address(a) for a in (jacobians, scaled_in, scaled, product, ints, scalars, *hidden[1:])],
                        dtype=np.int64)
     _hessians(blas.gemm(dtype), first, slope, weight.reshape(outputs * count, neurons), out.reshape(count * outputs, -1),
-              jacobians, scaled_in, scaled, product, ints, np.asarray(bounds, dtype=np.int64), weight_at, address,
+              jacobians, scaled_in, scaled, product, ints, np.array(bounds, dtype=np.int64), address,
               np.array([count, n, outputs, sub, dtype.itemsize, -(-n // _DIAGONAL_BLOCKS)], dtype=np.int64))
 
 
+def _address(array: np.ndarray) -> int:
+    return array.__array_interface__["data"][0]  # what .ctypes.data gives, without a ctypes object
+
+
 @njit(nogil=True, cache=True, error_model="numpy")
-def _hessians(gemm, first, slope, weight, out, jacobians, scaled_in, scaled, product, ints, bounds, weight_at,
-              address, sizes):  # pragma: no cover - compiled
+def _hessians(gemm, first, slope, weight, out, jacobians, scaled_in, scaled, product, ints, bounds, address,
+              sizes):  # pragma: no cover - compiled
     """Hessian upper triangles of every point into out[:, 1 + n:] (rows p * outputs + o).
 
     Per sub-block of `sub` points: the Jacobians, rows (point, variable) and all hidden
@@ -103,8 +108,8 @@ def _hessians(gemm, first, slope, weight, out, jacobians, scaled_in, scaled, pro
     are one product, (D(l) * s'(l)) W(l+1)^T, over the whole sub-block); then per point one
     product (D * w)^T-by-D for all outputs at once (rows of `scaled` are (variable, output)
     pairs). One function, the BLAS operands passed as addresses (`address`: jacobians,
-    scaled_in, scaled, product, ints, scalars, the weights between hidden layers flattened at
-    weight_at): as in top_vertex._contract_points, for a short compile.
+    scaled_in, scaled, product, ints, scalars, then W(l+1) for l = 1 .. layers - 1): as in
+    top_vertex._contract_points, for a short compile.
     """
     count = sizes[0]
     n = sizes[1]
@@ -147,7 +152,7 @@ def _hessians(gemm, first, slope, weight, out, jacobians, scaled_in, scaled, pro
             ints[5] = wide
             ints[6] = neurons
             gemm(ints_at, ints_at + 4, ints_at + 8, ints_at + 12, ints_at + 16, scalars_at,
-                 address[6] + item * weight_at[l - 1], ints_at + 16, scaled_in_at, ints_at + 20,
+                 address[5 + l], ints_at + 16, scaled_in_at, ints_at + 20,
                  scalars_at + item, jacobians_at + item * bounds[l], ints_at + 24)
         for q in range(points):
             p = p0 + q
