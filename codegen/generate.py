@@ -76,7 +76,7 @@ def render_kernel(activation, order: int) -> RenderedKernel:
         value_code, derivative_code = spec.first_order_code
         derivative_lines = [f"s0 = {value_code}", f"s1 = {derivative_code}"]
     else:
-        carrier_lines = [f"{c.symbol.name} = {c.code}" for c in spec.carriers]
+        carrier_lines = list(spec.preamble) + [f"{c.symbol.name} = {c.code}" for c in spec.carriers]
         derivative_lines = carrier_lines + printing.assignments(
             [f"s{m}" for m in range(order + 1)], spec.taylor_derivatives(order), temporary_prefix="_d")
     directional_lines = printing.assignments(

@@ -74,6 +74,26 @@ def test_saturated_neurons_keep_relative_precision(name):
                 assert abs(row[m] - want) <= 1e-12 * abs(want), (name, point, m, row[m], want)
 
 
+def test_tanh_from_one_exponential_is_exact_across_its_branches():
+    # The tanh kernel takes t and u from e^(-2|z|), through expm1 below |z| = 1: each of
+    # t, u, t'' / 2 within a few ulps (relative) of SymPy at 40 digits on both sides of the
+    # switch, near 0 (where 1 - e^(-2|z|) would cancel) and far out; tanh(-0.0) keeps its sign.
+    order = 2
+    module = kernel_module("tanh", order)
+    points = np.array([1e-300, -1e-12, 3e-9, -0.01, 0.3, np.nextafter(1.0, 0.0), 1.0, -1.0,
+                       np.nextafter(1.0, 2.0), 1.7, -6.0, 19.0, -300.0])
+    out = np.empty((points.size, order + 1))
+    module.taylor_derivatives(points, out)
+    for row, point in zip(out, points):
+        # Closed forms at 40 digits (1 - tanh^2 would cancel to 0 in SymPy too, far out).
+        z = sp.Float(float(point), 40)
+        for m, want in enumerate([sp.tanh(z), sp.sech(z)**2, -sp.tanh(z) * sp.sech(z)**2]):
+            want = float(want.evalf(40))
+            assert abs(row[m] - want) <= 4e-16 * abs(want), (point, m, row[m], want)
+    module.taylor_derivatives(np.array([-0.0]), out[:1])
+    assert out[0, 0] == 0.0 and np.signbit(out[0, 0]) and out[0, 1] == 1.0
+
+
 def test_custom_activation_derivatives():
     y = sp.Symbol("y")
     spec = custom_activation(y * sp.tanh(y) + sp.sin(y) / 3)
