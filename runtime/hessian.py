@@ -15,9 +15,10 @@ s'', the output propagators g) is one number per neuron and point, computed here
 points of a block with NumPy and the generated taylor_derivatives. The Jacobians and their
 contraction then run in one kernel, a few points at a time: the Jacobians of all hidden layers
 side by side for a sub-block of points stay in the core's cache from the product that makes
-them to the one that contracts them. The general path (top_vertex.contract) keeps every
-layer's series for the whole block in memory and passes over it per layer and step; with both
-cores running, those passes through memory cost as much as the products.
+them to the one that contracts them. The general path (top_vertex.contract, which now starts
+at K = 3) kept every layer's series for the whole block in memory and passed over it per layer
+and step: for 32 -> 64^3 -> 1 at 256 points on two cores it took 10.0 ms, this path 7.4 ms in
+its first version (5.5 ms with the rest of that session's changes).
 """
 from __future__ import annotations
 
