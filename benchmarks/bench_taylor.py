@@ -26,6 +26,9 @@ How each number is obtained (benchmarks/README.md has the column-by-column versi
   extrapolated linearly in the number of points. A baseline whose estimate exceeds
   --baseline-timeout is skipped (the estimate is printed, marked ~); feynmlp beyond
   --feynmlp-limit is timed on the largest probed subset and its full time extrapolated (~).
+  The median is over --repeats timed runs, or for a short case over as many as fill
+  SHORT_CASE_S of timing (at most MAX_REPEATS), the same rule for every tool: three runs of a
+  few milliseconds said more about the machine's noise than about the tools.
 - The baselines return the order-K derivative tensor only; feynmlp returns every coefficient up
   to order K. Agreement is checked on the order-K unique entries d^K f / dx_i1..dx_iK
   (i1 <= .. <= iK; derivative = coefficient * alpha!) of the first --check-points points, as
@@ -70,6 +73,7 @@ K5_GOAL_S = 30.0            # dense5: all 256 points
 FLOP_FRACTION_GOAL = 0.30   # of the 4000 x 4000 float64 matrix-product rate measured in the run
 MEMORY_GOAL = (2.0, 0.5)    # peak <= 2 * unique output + 0.5 GB
 COLD_GOAL_S, WARM_GOAL_S = 3.0, 0.5  # first call, shipped kernels (orders <= 4)
+SHORT_CASE_S, MAX_REPEATS = 1.0, 100  # short cases: timed runs filling this long, at most this many
 SHIPPED_MAX_ORDER = 4
 
 
@@ -422,7 +426,8 @@ class Measurement:
             per_run = max(self.timed(final), 1e-9)
             budget -= per_run
             warm_up = True
-        repeats = min(self.repeats, max(1, int(budget // per_run)))
+        wanted = max(self.repeats, min(MAX_REPEATS, int(SHORT_CASE_S // per_run)))
+        repeats = min(wanted, max(1, int(budget // per_run)))
         result["warm_up"] = warm_up
         times = []
         cpu_start, wall_start = _cpu_s(), time.perf_counter()
@@ -1187,8 +1192,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         + ",".join(QUICK_CASES) + ")")
     parser.add_argument("--tools", default=",".join(TOOLS), help=f"comma-separated subset of {','.join(TOOLS)}")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per tool and case (median), after "
-                                                               "one warm-up run; fewer where they would take "
-                                                               "over 1.5 x the limit")
+                                                               "one warm-up run; more for short cases (as many "
+                                                               f"as fill {SHORT_CASE_S:g} s, at most {MAX_REPEATS}), "
+                                                               "fewer where they would take over 1.5 x the limit")
     parser.add_argument("--quick", action="store_true", help="smoke run: 16 points, 1000 potentials, "
                                                              "orders <= 3, a few cases, about a minute")
     parser.add_argument("--json", metavar="FILE", help="write every result to this JSON file")
