@@ -113,7 +113,7 @@ def workspace_bytes(n: int, order: int, width: int, outputs: int, itemsize: int 
 def _targets_of_pairs(n: int, order: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """Column (minus offset_K) of each merged pair of sorted tuples left[i] + right[i]."""
     offsets, _, _ = multi_index.layout(n, order)
-    merged = np.sort(np.concatenate([left, right], axis=1), axis=1)
+    merged = multi_index.sorted_rows(np.concatenate([left, right], axis=1))
     degrees = np.full(merged.shape[0], order, dtype=np.int64)
     return multi_index._columns_of_tuples(n, order, merged, degrees) - offsets[order]
 

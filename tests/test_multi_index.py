@@ -38,6 +38,21 @@ def test_graded_lexicographic_order():
         multi_index.column_of(2, 3, np.array([2, 2]))
 
 
+@pytest.mark.parametrize("n,order", [(1, 5), (3, 4), (7, 3), (33, 2), (5, 6)])
+def test_columns_are_ranked_in_closed_form(n, order):
+    # Every multi-index of every degree, shuffled: its closed-form rank (binomial sums) is its
+    # position in the layout, which sorted_tuples enumerates by construction.
+    exps = multi_index.exponents(n, order)
+    shuffled = np.random.default_rng(n).permutation(exps.shape[0])
+    assert np.array_equal(multi_index.column_of(n, order, exps[shuffled]), shuffled)
+
+
+@pytest.mark.parametrize("width", [0, 1, 2, 3, 5, 8, 9, 13])
+def test_sorted_rows_is_a_row_sort(width):
+    rows = np.random.default_rng(width).integers(0, 6, size=(200, width))
+    assert np.array_equal(multi_index.sorted_rows(rows), np.sort(rows, axis=1))
+
+
 @pytest.mark.parametrize("n,order", [(1, 3), (2, 3), (3, 3), (4, 4), (3, 5)])
 def test_top_vertex_plan_targets_are_sums_of_exponents(n, order):
     """Every target of the top-vertex plan is the column of alpha + beta (looked up through
