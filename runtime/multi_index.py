@@ -97,8 +97,7 @@ def _columns_of_tuples(n: int, order: int, tuples: np.ndarray, degrees: np.ndarr
     binomial = _binomials(n, order)
     degrees = np.asarray(degrees, dtype=np.int64)
     uniform = degrees.size == 0 or bool((degrees == degrees[0]).all())
-    columns = np.full(degrees.size, offsets[degrees[0]] if degrees.size else 0, dtype=np.int64) if uniform \
-        else offsets[degrees].astype(np.int64)
+    columns = offsets[degrees].astype(np.int64)
     previous = np.zeros(tuples.shape[0], dtype=np.int64)
     for p in range(1, int(degrees.max(initial=0)) + 1):
         value = np.minimum(tuples[:, p - 1], n)  # past a tuple's degree: the sentinel n, unused
