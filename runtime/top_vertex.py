@@ -1,8 +1,8 @@
 """The highest orders by the topmost vertex: order K (and K-1) from series pushed to order K-2.
 
 In: the Taylor series of every hidden layer's pre-activations pushed forward up to order
-K-2 (K >= 3; order 2 has its own path, feynmlp.hessian), one block per point with the layers side by side (points, M'', all
-hidden neurons), and per hidden layer the activation's Taylor derivatives
+K-2 (K >= 3; order 2 has its own path, feynmlp.hessian), one block per point with the layers
+side by side (points, M'', all hidden neurons), and per hidden layer the activation's Taylor derivatives
 s_m = s^(m)(z0)/m! (points, K+1, neurons), the output propagators g = df/da (outputs, points,
 neurons) and the weights between hidden layers. Out: the coefficients of order K of every
 output (outputs, points, M_K) and those of order K-1.
