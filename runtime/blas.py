@@ -56,6 +56,12 @@ def address(name: str) -> int:
     return get_pointer(capsule, get_name(capsule))
 
 
+def operands(*arrays: np.ndarray) -> np.ndarray:
+    """The data addresses of `arrays` (int64), for a kernel that passes them to gemm; read
+    from __array_interface__, which costs a fraction of building .ctypes objects."""
+    return np.array([array.__array_interface__["data"][0] for array in arrays], dtype=np.int64)
+
+
 @functools.lru_cache(maxsize=2)
 def gemm(dtype) -> object:
     """dgemm or sgemm as a ctypes function of 13 pointer-sized integers."""

@@ -18,7 +18,7 @@ side by side for a sub-block of points stay in the core's cache from the product
 them to the one that contracts them. The general path (top_vertex.contract, which now starts
 at K = 3) kept every layer's series for the whole block in memory and passed over it per layer
 and step: for 32 -> 64^3 -> 1 at 256 points on two cores it took 10.0 ms, this path 7.4 ms in
-its first version (5.5 ms with the rest of that session's changes).
+its first version (5.3 ms with the rest of that session's changes).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import itertools
 import numpy as np
 from numba import njit
 
-from . import blas, workspace
+from . import blas, threads, workspace
 from .kernels import call_kernel, kernel_module
 
 # Bytes of the Jacobians of one sub-block of points (all hidden layers side by side): the
@@ -88,15 +88,10 @@ def expand(weights, biases, hidden_activations, points, variables, dtype, result
     ints = np.zeros(8, dtype=np.int32)
     scalars = np.array([1.0, 0.0], dtype=dtype)
     # The BLAS operands by address (hidden[1:] are the weights between hidden layers).
-    address = np.array([_address(a) for a in (jacobians, scaled_in, scaled, product, ints, scalars, *hidden[1:])],
-                       dtype=np.int64)
+    address = blas.operands(jacobians, scaled_in, scaled, product, ints, scalars, *hidden[1:])
     _hessians(blas.gemm(dtype), first, slope, weight.reshape(outputs * count, neurons), out.reshape(count * outputs, -1),
               jacobians, scaled_in, scaled, product, ints, np.array(bounds, dtype=np.int64), address,
               np.array([count, n, outputs, sub, dtype.itemsize, -(-n // _DIAGONAL_BLOCKS)], dtype=np.int64))
-
-
-def _address(array: np.ndarray) -> int:
-    return array.__array_interface__["data"][0]  # what .ctypes.data gives, without a ctypes object
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -191,8 +186,6 @@ def workspace_bytes(n: int, widths, batch: int, itemsize: int = 8) -> int:
     """Bytes of the work arrays of expand for `batch` points (the memory check): s', s''/2 and
     the contraction weights per neuron and point, and per thread one sub-block's Jacobians,
     their scaled copy and one point's product."""
-    from . import threads
-
     neurons, outputs = sum(widths[:-1]), widths[-1]
     per_thread = _SUB_BLOCK_BYTES * 2 + itemsize * (n * outputs * (neurons + n))
     return itemsize * (2 + outputs) * batch * neurons + threads.count() * per_thread

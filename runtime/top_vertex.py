@@ -263,8 +263,7 @@ def _contract_block(p: Plan, series, derivatives, coefficients, propagators, par
         raise ValueError("the top-vertex kernel takes C-contiguous arrays")
     sizes = np.array([points, pushed, neurons, outputs, n, derivatives.shape[1], coefficients.shape[1],
                       p.tables.shape[1], dtype.itemsize], dtype=np.int64)
-    address = np.array([a.ctypes.data for a in (r, r_top, p_top, scaled, partners, buffer, ints, scalars)],
-                       dtype=np.int64)
+    address = blas.operands(r, r_top, p_top, scaled, partners, buffer, ints, scalars)
     _contract_points(
         blas.gemm(dtype), *(a.reshape(-1, neurons) for a in (series, derivatives, coefficients, propagators)),
         result.reshape(outputs * points, -1), below.reshape(outputs * points, below.shape[2]), p.first_power,
