@@ -88,24 +88,28 @@ def expand(weights, biases, hidden_activations, points, variables, dtype, result
     ints = np.zeros(8, dtype=np.int32)
     scalars = np.array([1.0, 0.0], dtype=dtype)
     # The BLAS operands by address (hidden[1:] are the weights between hidden layers).
-    address = blas.operands(jacobians, scaled_in, scaled, product, ints, scalars, *hidden[1:])
+    pairs = workspace.array("hessian first-layer pairs", (widths[0], n * (n + 1) // 2), dtype)
+    address = blas.operands(jacobians, scaled_in, scaled, product, ints, scalars, pairs, weight, out, *hidden[1:])
     _hessians(blas.gemm(dtype), first, slope, weight.reshape(outputs * count, neurons), out.reshape(count * outputs, -1),
-              jacobians, scaled_in, scaled, product, ints, np.array(bounds, dtype=np.int64), address,
+              jacobians, scaled_in, scaled, product, pairs, ints, np.array(bounds, dtype=np.int64), address,
               np.array([count, n, outputs, sub, dtype.itemsize, -(-n // _DIAGONAL_BLOCKS)], dtype=np.int64))
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def _hessians(gemm, first, slope, weight, out, jacobians, scaled_in, scaled, product, ints, bounds, address,
+def _hessians(gemm, first, slope, weight, out, jacobians, scaled_in, scaled, product, pairs, ints, bounds, address,
               sizes):  # pragma: no cover - compiled
     """Hessian upper triangles of every point into out[:, 1 + n:] (rows p * outputs + o).
 
-    Per sub-block of `sub` points: the Jacobians, rows (point, variable) and all hidden
-    layers' neurons side by side as columns (layer 1's are the weights' columns; layer l + 1's
-    are one product, (D(l) * s'(l)) W(l+1)^T, over the whole sub-block); then per point one
-    product (D * w)^T-by-D for all outputs at once (rows of `scaled` are (variable, output)
-    pairs). One function, the BLAS operands passed as addresses (`address`: jacobians,
-    scaled_in, scaled, product, ints, scalars, then W(l+1) for l = 1 .. layers - 1): as in
-    top_vertex._contract_points, for a short compile.
+    Layer 1's part, D(1)^T diag(w(1)) D(1) with D(1) the same at every point, is one product
+    for all points: w(1) (points x n_1) times pairs (n_1 x n(n+1)/2), pairs[b, (i, j)] =
+    D(1)_bi D(1)_bj. The deeper layers' part per sub-block of `sub` points: the Jacobians,
+    rows (point, variable) and all hidden layers' neurons side by side as columns (layer 1's
+    are the weights' columns; layer l + 1's are one product, (D(l) * s'(l)) W(l+1)^T, over the
+    whole sub-block); then per point one product (D * w)^T-by-D over the neurons of layers
+    2.. for all outputs at once (rows of `scaled` are (variable, output) pairs), added to layer
+    1's part. One function, the BLAS operands passed as addresses (`address`: jacobians,
+    scaled_in, scaled, product, ints, scalars, pairs, weight, out, then W(l+1) for l = 1 ..
+    layers - 1): as in top_vertex._contract_points, for a short compile.
     """
     count = sizes[0]
     n = sizes[1]
@@ -116,12 +120,37 @@ def _hessians(gemm, first, slope, weight, out, jacobians, scaled_in, scaled, pro
     neurons = bounds[bounds.shape[0] - 1]
     layers = bounds.shape[0] - 1
     first_width = bounds[1]
+    deep = neurons - first_width  # neurons of layers 2..: contracted per point
     jacobians_at = address[0]
     scaled_in_at = address[1]
     ints_at = address[4]
     scalars_at = address[5]
     wide = scaled_in.shape[1]
     base = 1 + n
+    width = out.shape[1]
+    # pairs[b, (i, j)] = D(1)_bi D(1)_bj for i <= j in multi_index order, halved on the diagonal.
+    for b in range(first_width):
+        column = 0
+        for i in range(n):
+            pairs[b, column] = 0.5 * first[i, b] * first[i, b]
+            for j in range(i + 1, n):
+                pairs[b, column + j - i] = first[i, b] * first[j, b]
+            column += n - i
+    # Per output o: out[p * outputs + o, base:] = w(1)[o, p, :] @ pairs. Column-major:
+    # C (triangle x points, ld outputs * width) = pairs' (triangle x n_1) @ w(1)' (n_1 x points).
+    ints[0] = 78  # 'N'
+    ints[1] = 78
+    ints[2] = pairs.shape[1]
+    ints[3] = count
+    ints[4] = first_width
+    ints[5] = neurons
+    ints[6] = outputs * width
+    for o in range(outputs):
+        gemm(ints_at, ints_at + 4, ints_at + 8, ints_at + 12, ints_at + 16, scalars_at,
+             address[6], ints_at + 8, address[7] + item * o * count * neurons, ints_at + 20,
+             scalars_at + item, address[8] + item * (o * width + base), ints_at + 24)
+    if layers == 1:
+        return
     # Layer 1's Jacobian is the same at every point, and the products below write only the
     # other layers' columns: its columns are filled once, for every sub-block.
     for r in range(sub * n):
@@ -148,37 +177,39 @@ def _hessians(gemm, first, slope, weight, out, jacobians, scaled_in, scaled, pro
             ints[5] = wide
             ints[6] = neurons
             gemm(ints_at, ints_at + 4, ints_at + 8, ints_at + 12, ints_at + 16, scalars_at,
-                 address[5 + l], ints_at + 16, scaled_in_at, ints_at + 20,
+                 address[8 + l], ints_at + 16, scaled_in_at, ints_at + 20,
                  scalars_at + item, jacobians_at + item * bounds[l], ints_at + 24)
         for q in range(points):
             p = p0 + q
             for i in range(n):
                 for o in range(outputs):
                     g = o * count + p
-                    for b in range(neurons):
-                        scaled[i * outputs + o, b] = jacobians[q * n + i, b] * weight[g, b]
-            # product (n * outputs x n) = scaled @ D_p^T, only its blocks on and right of the
-            # diagonal (the Hessian is symmetric): rows i0..i1-1 times columns i0..n-1.
-            # Column-major: product^T = D_p' scaled^T.
+                    for b in range(first_width, neurons):
+                        column = np.uint64(b)
+                        scaled[i * outputs + o, column] = jacobians[q * n + i, column] * weight[g, column]
+            # product (n * outputs x n) = scaled @ D_p^T over the neurons of layers 2.., only
+            # its blocks on and right of the diagonal (the Hessian is symmetric): rows i0..i1-1
+            # times columns i0..n-1. Column-major: product^T = D_p' scaled^T.
             ints[0] = 84
             ints[1] = 78
-            ints[4] = neurons
-            ints[5] = n
+            ints[4] = deep
+            ints[5] = neurons
+            ints[6] = n
             for i0 in range(0, n, step):
                 i1 = min(n, i0 + step)
                 ints[2] = n - i0
                 ints[3] = (i1 - i0) * outputs
                 gemm(ints_at, ints_at + 4, ints_at + 8, ints_at + 12, ints_at + 16, scalars_at,
-                     jacobians_at + item * (q * n + i0) * neurons, ints_at + 16,
-                     address[2] + item * i0 * outputs * neurons, ints_at + 16, scalars_at + item,
-                     address[3] + item * (i0 * outputs * n + i0), ints_at + 20)
+                     jacobians_at + item * ((q * n + i0) * neurons + first_width), ints_at + 20,
+                     address[2] + item * (i0 * outputs * neurons + first_width), ints_at + 20,
+                     scalars_at + item, address[3] + item * (i0 * outputs * n + i0), ints_at + 24)
             for o in range(outputs):
                 column = base
                 for i in range(n):
                     row = i * outputs + o
-                    out[p * outputs + o, column] = 0.5 * product[row, i]
+                    out[p * outputs + o, column] += 0.5 * product[row, i]
                     for j in range(i + 1, n):
-                        out[p * outputs + o, column + j - i] = product[row, j]
+                        out[p * outputs + o, column + j - i] += product[row, j]
                     column += n - i
 
 
