@@ -11,14 +11,19 @@ Why a path of its own: at K = 2 the topmost-vertex sum (DESIGN.md section 2) is
 
 with D(l) the Jacobian of layer l's pre-activations in the variables, D(1) = W1[:, vars] and
 D(l+1) = W(l+1) diag(s'(z(l))) D(l). Everything in it besides the Jacobians (the values, s',
-s'', the output propagators g) is one number per neuron and point, computed here for all
-points of a block with NumPy and the generated taylor_derivatives. The Jacobians and their
-contraction then run in one kernel, a few points at a time: the Jacobians of all hidden layers
+s'', the output propagators g) is one number per neuron and point. The forward pass runs here
+(NumPy's products and the generated taylor_derivatives); everything after it runs in one
+kernel: the backward pass for g and the gradient, then layer 1's part of every Hessian (D(1) is
+the same at every point, so that part is one product for all points), then the deeper layers'
+Jacobians and their contraction a few points at a time: the Jacobians of all hidden layers
 side by side for a sub-block of points stay in the core's cache from the product that makes
-them to the one that contracts them. The general path (top_vertex.contract, which now starts
-at K = 3) kept every layer's series for the whole block in memory and passed over it per layer
-and step: for 32 -> 64^3 -> 1 at 256 points on two cores it took 10.0 ms, this path 7.4 ms in
-its first version (5.3 ms with the rest of that session's changes).
+them to the one that contracts them.
+
+Measured for 32 -> 64^3 -> 1 at 256 points on two cores: the general path (top_vertex.contract,
+which now starts at K = 3; it kept every layer's series for the whole block in memory and
+passed over it per layer and step) took 10.0 ms; this path's first version 7.4 ms; 5.3 ms with
+the rest of session 4's changes; 4.9-5.1 ms with layer 1's part as one product and the
+backward pass in the kernel (NumPy's per-call costs were a fifth of the time).
 """
 from __future__ import annotations
 
@@ -44,72 +49,68 @@ def expand(weights, biases, hidden_activations, points, variables, dtype, result
 
     Runs in the caller's thread, with BLAS held to one thread by the caller (forward.py)."""
     dtype = np.dtype(dtype)
-    x = points[lo:hi]
     count, n = hi - lo, variables.size
     hidden = [np.ascontiguousarray(w, dtype=dtype) for w in weights[:-1]]
-    last = np.asarray(weights[-1], dtype=dtype)
+    last = np.ascontiguousarray(weights[-1], dtype=dtype)
     widths = [w.shape[0] for w in hidden]
     bounds = [0, *itertools.accumulate(widths)]
-    neurons, outputs = bounds[-1], last.shape[0]
-    # Values and s' (slope), s''/2 of every hidden neuron, all layers side by side.
-    slope = workspace.array("hessian slope", (count, neurons), dtype)
-    curvature = workspace.array("hessian curvature", (count, neurons), dtype)
-    activated = x
+    neurons, outputs, widest = bounds[-1], last.shape[0], max(widths)
+    # s^(m)(z)/m!, m = 0, 1, 2, of every hidden neuron: layer l's part of the buffer is
+    # (points, width, 3), from the generated taylor_derivatives. Everything after the forward
+    # pass happens in the kernel (NumPy's per-call costs were a fifth of the time here).
+    derivatives = workspace.array("hessian derivatives", (3 * count * neurons,), dtype)
+    z = workspace.array("hessian pre-activations", (count * widest,), dtype)
+    activated = points[lo:hi]
     for l, w in enumerate(hidden):
-        z = np.ascontiguousarray(activated @ w.T + np.asarray(biases[l], dtype=dtype))
-        derivatives = np.empty((z.size, 3), dtype=dtype)
-        call_kernel(kernel_module(hidden_activations[l], 2), "taylor_derivatives", z.reshape(-1), derivatives)
-        derivatives = derivatives.reshape(count, widths[l], 3)
-        columns = slice(bounds[l], bounds[l + 1])
-        slope[:, columns] = derivatives[:, :, 1]
-        curvature[:, columns] = derivatives[:, :, 2]
-        activated = derivatives[:, :, 0]
+        z_l = z[:count * widths[l]].reshape(count, widths[l])
+        np.matmul(activated, w.T, out=z_l)
+        z_l += np.asarray(biases[l], dtype=dtype)
+        layer = derivatives[3 * count * bounds[l]:3 * count * bounds[l + 1]].reshape(-1, 3)
+        call_kernel(kernel_module(hidden_activations[l], 2), "taylor_derivatives", z_l.reshape(-1), layer)
+        activated = layer.reshape(count, widths[l], 3)[:, :, 0]
     out = result[lo:hi]
-    out[:, :, 0] = activated @ last.T + np.asarray(biases[-1], dtype=dtype)
-    # Output propagators g(l) = d f / d a(l), backwards; the weights w = g s'' = 2 g (s''/2).
-    weight = workspace.array("hessian weight", (outputs, count, neurons), dtype)
-    g = last[:, None, :]  # (outputs, 1, neurons): the same at every point
-    for l in range(len(hidden) - 1, -1, -1):
-        columns = slice(bounds[l], bounds[l + 1])
-        np.multiply(g, curvature[None, :, columns], out=weight[:, :, columns])
-        g = g * slope[None, :, columns]  # d f / d z(l)
-        if l:
-            g = g @ hidden[l]
-    weight *= 2.0
-    # The gradient: d f / d z(1) times the first layer's columns of the variables.
     first = np.ascontiguousarray(hidden[0][:, variables].T)  # (n, n_1): D(1) transposed
-    out[:, :, 1:1 + n] = (g @ first.T).transpose(1, 0, 2)
-
     sub = int(max(1, min(count, _SUB_BLOCK_BYTES // (n * neurons * dtype.itemsize))))
+    slope = workspace.array("hessian slope", (count, neurons), dtype)
+    weight = workspace.array("hessian weight", (outputs * count, neurons), dtype)
+    back = workspace.array("hessian propagators", (2, outputs * count, widest), dtype)
     jacobians = workspace.array("hessian jacobians", (sub * n, neurons), dtype)
-    scaled_in = workspace.array("hessian scaled input", (sub * n, max(widths)), dtype)
+    scaled_in = workspace.array("hessian scaled input", (sub * n, widest), dtype)
     scaled = workspace.array("hessian scaled", (n * outputs, neurons), dtype)
     product = workspace.array("hessian product", (n * outputs, n), dtype)
+    pairs = workspace.array("hessian first-layer pairs", (widths[0], n * (n + 1) // 2), dtype)
     ints = np.zeros(8, dtype=np.int32)
     scalars = np.array([1.0, 0.0], dtype=dtype)
-    # The BLAS operands by address (hidden[1:] are the weights between hidden layers).
-    pairs = workspace.array("hessian first-layer pairs", (widths[0], n * (n + 1) // 2), dtype)
-    address = blas.operands(jacobians, scaled_in, scaled, product, ints, scalars, pairs, weight, out, *hidden[1:])
-    _hessians(blas.gemm(dtype), first, slope, weight.reshape(outputs * count, neurons), out.reshape(count * outputs, -1),
-              jacobians, scaled_in, scaled, product, pairs, ints, np.array(bounds, dtype=np.int64), address,
+    # The BLAS operands by address, in the order _hessians reads them (hidden[1:] are the
+    # weights between hidden layers).
+    address = blas.operands(jacobians, scaled_in, scaled, product, ints, scalars, pairs, weight, out, first, back,
+                            *hidden[1:])
+    _hessians(blas.gemm(dtype), derivatives, last, np.asarray(biases[-1], dtype=dtype), first, slope, weight,
+              back, out.reshape(count * outputs, -1), jacobians, scaled_in, scaled, product, pairs, ints,
+              np.array(bounds, dtype=np.int64), address,
               np.array([count, n, outputs, sub, dtype.itemsize, -(-n // _DIAGONAL_BLOCKS)], dtype=np.int64))
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def _hessians(gemm, first, slope, weight, out, jacobians, scaled_in, scaled, product, pairs, ints, bounds, address,
-              sizes):  # pragma: no cover - compiled
-    """Hessian upper triangles of every point into out[:, 1 + n:] (rows p * outputs + o).
+def _hessians(gemm, derivatives, last, last_bias, first, slope, weight, back, out, jacobians, scaled_in, scaled,
+              product, pairs, ints, bounds, address, sizes):  # pragma: no cover - compiled
+    """Values, gradients and Hessian upper triangles of every point into out (rows p * outputs
+    + o), from the hidden neurons' derivatives (layer l's block: points x width x 3).
 
-    Layer 1's part, D(1)^T diag(w(1)) D(1) with D(1) the same at every point, is one product
-    for all points: w(1) (points x n_1) times pairs (n_1 x n(n+1)/2), pairs[b, (i, j)] =
-    D(1)_bi D(1)_bj. The deeper layers' part per sub-block of `sub` points: the Jacobians,
-    rows (point, variable) and all hidden layers' neurons side by side as columns (layer 1's
-    are the weights' columns; layer l + 1's are one product, (D(l) * s'(l)) W(l+1)^T, over the
-    whole sub-block); then per point one product (D * w)^T-by-D over the neurons of layers
-    2.. for all outputs at once (rows of `scaled` are (variable, output) pairs), added to layer
-    1's part. One function, the BLAS operands passed as addresses (`address`: jacobians,
-    scaled_in, scaled, product, ints, scalars, pairs, weight, out, then W(l+1) for l = 1 ..
-    layers - 1): as in top_vertex._contract_points, for a short compile.
+    First the backward pass: the propagators g(l) = d f / d a(l) (in `back`, rows o * count +
+    p; one product per layer for all points), the contraction weights w(l) = 2 g(l) s''(l)/2
+    and the gradient, d f / d z(1) times D(1).
+    Layer 1's part of the Hessians, D(1)^T diag(w(1)) D(1) with D(1) the same at every point,
+    is one product for all points: w(1) (points x n_1) times pairs (n_1 x n(n+1)/2),
+    pairs[b, (i, j)] = D(1)_bi D(1)_bj. The deeper layers' part per sub-block of `sub` points:
+    the Jacobians, rows (point, variable) and all hidden layers' neurons side by side as
+    columns (layer 1's are the weights' columns; layer l + 1's are one product, (D(l) * s'(l))
+    W(l+1)^T, over the whole sub-block); then per point one product (D * w)^T-by-D over the
+    neurons of layers 2.. for all outputs at once (rows of `scaled` are (variable, output)
+    pairs), added to layer 1's part. One function, the BLAS operands passed as addresses
+    (`address`: jacobians, scaled_in, scaled, product, ints, scalars, pairs, weight, out,
+    first, back, then W(l+1) for l = 1 .. layers - 1): as in top_vertex._contract_points, for a
+    short compile.
     """
     count = sizes[0]
     n = sizes[1]
@@ -128,6 +129,65 @@ def _hessians(gemm, first, slope, weight, out, jacobians, scaled_in, scaled, pro
     wide = scaled_in.shape[1]
     base = 1 + n
     width = out.shape[1]
+    # The values, and s' of every neuron as (points, neurons).
+    top = 3 * count * bounds[layers - 1]
+    top_width = neurons - bounds[layers - 1]
+    for p in range(count):
+        for o in range(outputs):
+            value = last_bias[o]
+            for b in range(top_width):
+                value += last[o, b] * derivatives[top + 3 * (p * top_width + b)]
+            out[p * outputs + o, 0] = value
+    for l in range(layers):
+        c0 = bounds[l]
+        w_l = bounds[l + 1] - c0
+        for p in range(count):
+            at = 3 * (count * c0 + p * w_l) + 1
+            for b in range(w_l):
+                slope[p, c0 + b] = derivatives[at + 3 * b]
+    # Backward: g (rows o * count + p) starts as the output weights, the same at every point.
+    current = 0
+    for o in range(outputs):
+        for p in range(count):
+            for b in range(top_width):
+                back[0, o * count + p, b] = last[o, b]
+    for l in range(layers - 1, -1, -1):
+        c0 = bounds[l]
+        w_l = bounds[l + 1] - c0
+        for o in range(outputs):
+            for p in range(count):
+                r = o * count + p
+                at = 3 * (count * c0 + p * w_l) + 2
+                for b in range(w_l):
+                    g = back[current, r, b]
+                    weight[r, c0 + b] = 2.0 * g * derivatives[at + 3 * b]
+                    back[current, r, b] = g * slope[p, c0 + b]  # now d f / d z(l)
+        if l:
+            # back[other] (rows x width_(l-1)) = back[current] @ W(l); column-major:
+            # C (width_(l-1) x rows) = W(l)' (width_(l-1) x width_l) @ back[current]'.
+            ints[0] = 78
+            ints[1] = 78
+            ints[2] = bounds[l] - bounds[l - 1]
+            ints[3] = outputs * count
+            ints[4] = w_l
+            ints[5] = wide
+            gemm(ints_at, ints_at + 4, ints_at + 8, ints_at + 12, ints_at + 16, scalars_at,
+                 address[10 + l], ints_at + 8, address[10] + item * current * outputs * count * wide, ints_at + 20,
+                 scalars_at + item, address[10] + item * (1 - current) * outputs * count * wide, ints_at + 20)
+            current = 1 - current
+    # The gradient, per output: out[p * outputs + o, 1:1 + n] = (d f / d z(1))[o, p] @ D(1).
+    # Column-major: C (n x points, ld outputs * width) = first' (n_1 x n)^T @ back' (n_1 x points).
+    ints[0] = 84
+    ints[1] = 78
+    ints[2] = n
+    ints[3] = count
+    ints[4] = first_width
+    ints[5] = wide
+    ints[6] = outputs * width
+    for o in range(outputs):
+        gemm(ints_at, ints_at + 4, ints_at + 8, ints_at + 12, ints_at + 16, scalars_at,
+             address[9], ints_at + 16, address[10] + item * (current * outputs + o) * count * wide, ints_at + 20,
+             scalars_at + item, address[8] + item * (o * width + 1), ints_at + 24)
     # pairs[b, (i, j)] = D(1)_bi D(1)_bj for i <= j in multi_index order, halved on the diagonal.
     for b in range(first_width):
         column = 0
@@ -177,16 +237,16 @@ def _hessians(gemm, first, slope, weight, out, jacobians, scaled_in, scaled, pro
             ints[5] = wide
             ints[6] = neurons
             gemm(ints_at, ints_at + 4, ints_at + 8, ints_at + 12, ints_at + 16, scalars_at,
-                 address[8 + l], ints_at + 16, scaled_in_at, ints_at + 20,
+                 address[10 + l], ints_at + 16, scaled_in_at, ints_at + 20,
                  scalars_at + item, jacobians_at + item * bounds[l], ints_at + 24)
         for q in range(points):
             p = p0 + q
             for i in range(n):
                 for o in range(outputs):
-                    g = o * count + p
+                    r = o * count + p
                     for b in range(first_width, neurons):
                         column = np.uint64(b)
-                        scaled[i * outputs + o, column] = jacobians[q * n + i, column] * weight[g, column]
+                        scaled[i * outputs + o, column] = jacobians[q * n + i, column] * weight[r, column]
             # product (n * outputs x n) = scaled @ D_p^T over the neurons of layers 2.., only
             # its blocks on and right of the diagonal (the Hessian is symmetric): rows i0..i1-1
             # times columns i0..n-1. Column-major: product^T = D_p' scaled^T.

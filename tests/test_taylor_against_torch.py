@@ -236,6 +236,16 @@ def test_order_two_by_the_top_vertex_in_sub_blocks_of_points(monkeypatch, sub_bl
     check_against_torch(mlp, points, 2, wrt=[1, 2, 4], scheme="top-vertex")
 
 
+def test_order_two_by_the_top_vertex_with_one_hidden_layer():
+    # With one hidden layer the Hessians are layer 1's part alone, the one product for all
+    # points (feynmlp.hessian: w(1) @ pairs); no per-point contraction runs.
+    rng = np.random.default_rng(43)
+    mlp = random_mlp(rng, (6, 9, 4), ["softplus"])
+    points = rng.normal(size=(5, 6))
+    check_against_torch(mlp, points, 2, scheme="top-vertex")
+    check_against_torch(mlp, points, 2, wrt=[0, 3, 5], scheme="top-vertex")
+
+
 def test_order_two_by_the_top_vertex_in_float32():
     # float32 runs the same kernel with single-precision BLAS (sgemm).
     rng = np.random.default_rng(42)
