@@ -2,7 +2,8 @@
 
 In: a dtype (float64 or float32). Out: dgemm or sgemm from scipy.linalg.cython_blas as a
 ctypes function of 13 pointer-sized integers (the Fortran convention: every argument by
-reference), for kernels that compute their operands' addresses themselves.
+reference), for kernels that compute their operands' addresses themselves; and product(), the
+compiled call that kernels make of it.
 
 Why not Numba's own np.dot: it costs seconds of compile time on a cold cache. Why a function
 passed as an argument: the kernel stays cacheable (the address is not baked into its code).
@@ -23,6 +24,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from numba import njit
 
 _MODULE = "scipy.linalg.cython_blas"
 
@@ -67,3 +69,28 @@ def gemm(dtype) -> object:
     """dgemm or sgemm as a ctypes function of 13 pointer-sized integers."""
     name = {np.dtype(np.float64): "dgemm", np.dtype(np.float32): "sgemm"}[np.dtype(dtype)]
     return ctypes.CFUNCTYPE(None, *([ctypes.c_ssize_t] * 13))(address(name))
+
+
+TRANSPOSED = 84  # 'T', the Fortran character of a transposed operand
+PLAIN = 78  # 'N'
+
+
+@njit(nogil=True, cache=True)
+def product(gemm, ints, ints_at, alpha_at, beta_at, transa, transb, m, n, k, a, lda, b, ldb, c,
+            ldc):  # pragma: no cover - compiled
+    """C = alpha op(A) op(B) + beta C by `gemm` (from gemm()), column-major as BLAS has it: A,
+    B, C, alpha and beta are addresses; the integers go by reference through ints (8 int32 at
+    address ints_at, overwritten).
+
+    One compiled function for every call site of a kernel: Numba types a 13-argument call of
+    address arithmetic at each site, which took a second of a kernel's compile time."""
+    ints[0] = transa
+    ints[1] = transb
+    ints[2] = m
+    ints[3] = n
+    ints[4] = k
+    ints[5] = lda
+    ints[6] = ldb
+    ints[7] = ldc
+    gemm(ints_at, ints_at + 4, ints_at + 8, ints_at + 12, ints_at + 16, alpha_at, a, ints_at + 20, b, ints_at + 24,
+         beta_at, c, ints_at + 28)

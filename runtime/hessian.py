@@ -33,6 +33,7 @@ import numpy as np
 from numba import njit
 
 from . import blas, threads, workspace
+from .blas import PLAIN, TRANSPOSED
 from .kernels import call_kernel, kernel_module
 
 # Bytes of the Jacobians of one sub-block of points (all hidden layers side by side): the
@@ -85,49 +86,37 @@ def expand(weights, biases, hidden_activations, points, variables, dtype, result
     # weights between hidden layers).
     address = blas.operands(jacobians, scaled_in, scaled, product, ints, scalars, pairs, weight, out, first, back,
                             *hidden[1:])
-    _hessians(blas.gemm(dtype), derivatives, last, np.asarray(biases[-1], dtype=dtype), first, slope, weight,
-              back, out.reshape(count * outputs, -1), jacobians, scaled_in, scaled, product, pairs, ints,
-              np.array(bounds, dtype=np.int64), address,
-              np.array([count, n, outputs, sub, dtype.itemsize, -(-n // _DIAGONAL_BLOCKS)], dtype=np.int64))
+    gemm = blas.gemm(dtype)
+    sizes = np.array([count, n, outputs, sub, dtype.itemsize, -(-n // _DIAGONAL_BLOCKS)], dtype=np.int64)
+    bounds = np.array(bounds, dtype=np.int64)
+    out = out.reshape(count * outputs, -1)
+    _backward(gemm, derivatives, last, np.asarray(biases[-1], dtype=dtype), slope, weight, back, out, ints, bounds,
+              address, sizes)
+    _hessians(gemm, first, slope, weight, out, jacobians, scaled_in, scaled, product, pairs, ints, bounds, address,
+              sizes)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def _hessians(gemm, derivatives, last, last_bias, first, slope, weight, back, out, jacobians, scaled_in, scaled,
-              product, pairs, ints, bounds, address, sizes):  # pragma: no cover - compiled
-    """Values, gradients and Hessian upper triangles of every point into out (rows p * outputs
-    + o), from the hidden neurons' derivatives (layer l's block: points x width x 3).
+def _backward(gemm, derivatives, last, last_bias, slope, weight, back, out, ints, bounds, address,
+              sizes):  # pragma: no cover - compiled
+    """The values and gradients of every point into out (rows p * outputs + o), s' as (points,
+    neurons) into slope, and the contraction weights w(l) = 2 g(l) s''(l)/2 into weight (rows
+    o * count + p), from the hidden neurons' derivatives (layer l's block: points x width x 3).
 
-    First the backward pass: the propagators g(l) = d f / d a(l) (in `back`, rows o * count +
-    p; one product per layer for all points), the contraction weights w(l) = 2 g(l) s''(l)/2
-    and the gradient, d f / d z(1) times D(1).
-    Layer 1's part of the Hessians, D(1)^T diag(w(1)) D(1) with D(1) the same at every point,
-    is one product for all points: w(1) (points x n_1) times pairs (n_1 x n(n+1)/2),
-    pairs[b, (i, j)] = D(1)_bi D(1)_bj. The deeper layers' part per sub-block of `sub` points:
-    the Jacobians, rows (point, variable) and all hidden layers' neurons side by side as
-    columns (layer 1's are the weights' columns; layer l + 1's are one product, (D(l) * s'(l))
-    W(l+1)^T, over the whole sub-block); then per point one product (D * w)^T-by-D over the
-    neurons of layers 2.. for all outputs at once (rows of `scaled` are (variable, output)
-    pairs), added to layer 1's part. One function, the BLAS operands passed as addresses
-    (`address`: jacobians, scaled_in, scaled, product, ints, scalars, pairs, weight, out,
-    first, back, then W(l+1) for l = 1 .. layers - 1): as in top_vertex._contract_points, for a
-    short compile.
+    The output propagators g(l) = d f / d a(l) run backwards in `back` (rows o * count + p),
+    one product per layer for all points.
     """
     count = sizes[0]
     n = sizes[1]
     outputs = sizes[2]
-    sub = sizes[3]
     item = sizes[4]
-    step = sizes[5]
     neurons = bounds[bounds.shape[0] - 1]
     layers = bounds.shape[0] - 1
     first_width = bounds[1]
-    deep = neurons - first_width  # neurons of layers 2..: contracted per point
-    jacobians_at = address[0]
-    scaled_in_at = address[1]
     ints_at = address[4]
-    scalars_at = address[5]
-    wide = scaled_in.shape[1]
-    base = 1 + n
+    one = address[5]  # the scalars 1 and 0, for alpha and beta
+    zero = one + item
+    wide = back.shape[2]
     width = out.shape[1]
     # The values, and s' of every neuron as (points, neurons).
     top = 3 * count * bounds[layers - 1]
@@ -165,29 +154,54 @@ def _hessians(gemm, derivatives, last, last_bias, first, slope, weight, back, ou
         if l:
             # back[other] (rows x width_(l-1)) = back[current] @ W(l); column-major:
             # C (width_(l-1) x rows) = W(l)' (width_(l-1) x width_l) @ back[current]'.
-            ints[0] = 78
-            ints[1] = 78
-            ints[2] = bounds[l] - bounds[l - 1]
-            ints[3] = outputs * count
-            ints[4] = w_l
-            ints[5] = wide
-            gemm(ints_at, ints_at + 4, ints_at + 8, ints_at + 12, ints_at + 16, scalars_at,
-                 address[10 + l], ints_at + 8, address[10] + item * current * outputs * count * wide, ints_at + 20,
-                 scalars_at + item, address[10] + item * (1 - current) * outputs * count * wide, ints_at + 20)
+            width_out = bounds[l] - bounds[l - 1]
+            blas.product(gemm, ints, ints_at, one, zero, PLAIN, PLAIN, width_out, outputs * count, w_l,
+                         address[10 + l], width_out, address[10] + item * current * outputs * count * wide, wide,
+                         address[10] + item * (1 - current) * outputs * count * wide, wide)
             current = 1 - current
     # The gradient, per output: out[p * outputs + o, 1:1 + n] = (d f / d z(1))[o, p] @ D(1).
     # Column-major: C (n x points, ld outputs * width) = first' (n_1 x n)^T @ back' (n_1 x points).
-    ints[0] = 84
-    ints[1] = 78
-    ints[2] = n
-    ints[3] = count
-    ints[4] = first_width
-    ints[5] = wide
-    ints[6] = outputs * width
     for o in range(outputs):
-        gemm(ints_at, ints_at + 4, ints_at + 8, ints_at + 12, ints_at + 16, scalars_at,
-             address[9], ints_at + 16, address[10] + item * (current * outputs + o) * count * wide, ints_at + 20,
-             scalars_at + item, address[8] + item * (o * width + 1), ints_at + 24)
+        blas.product(gemm, ints, ints_at, one, zero, TRANSPOSED, PLAIN, n, count, first_width,
+                     address[9], first_width, address[10] + item * (current * outputs + o) * count * wide, wide,
+                     address[8] + item * (o * width + 1), outputs * width)
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _hessians(gemm, first, slope, weight, out, jacobians, scaled_in, scaled, product, pairs, ints, bounds, address,
+              sizes):  # pragma: no cover - compiled
+    """Hessian upper triangles of every point into out[:, 1 + n:] (rows p * outputs + o), from
+    s' (points x neurons) and the contraction weights (rows o * count + p) of _backward.
+
+    Layer 1's part, D(1)^T diag(w(1)) D(1) with D(1) the same at every point, is one product
+    for all points: w(1) (points x n_1) times pairs (n_1 x n(n+1)/2), pairs[b, (i, j)] =
+    D(1)_bi D(1)_bj. The deeper layers' part per sub-block of `sub` points: the Jacobians,
+    rows (point, variable) and all hidden layers' neurons side by side as columns (layer 1's
+    are the weights' columns; layer l + 1's are one product, (D(l) * s'(l)) W(l+1)^T, over the
+    whole sub-block); then per point one product (D * w)^T-by-D over the neurons of layers
+    2.. for all outputs at once (rows of `scaled` are (variable, output) pairs), added to layer
+    1's part. One function, the BLAS operands passed as addresses (`address`: jacobians,
+    scaled_in, scaled, product, ints, scalars, pairs, weight, out, first, back, then W(l+1) for
+    l = 1 .. layers - 1): as in top_vertex._contract_points, for a short compile.
+    """
+    count = sizes[0]
+    n = sizes[1]
+    outputs = sizes[2]
+    sub = sizes[3]
+    item = sizes[4]
+    step = sizes[5]
+    neurons = bounds[bounds.shape[0] - 1]
+    layers = bounds.shape[0] - 1
+    first_width = bounds[1]
+    deep = neurons - first_width  # neurons of layers 2..: contracted per point
+    jacobians_at = address[0]
+    scaled_in_at = address[1]
+    ints_at = address[4]
+    one = address[5]  # the scalars 1 and 0, for alpha and beta
+    zero = one + item
+    wide = scaled_in.shape[1]
+    base = 1 + n
+    width = out.shape[1]
     # pairs[b, (i, j)] = D(1)_bi D(1)_bj for i <= j in multi_index order, halved on the diagonal.
     for b in range(first_width):
         column = 0
@@ -198,17 +212,11 @@ def _hessians(gemm, derivatives, last, last_bias, first, slope, weight, back, ou
             column += n - i
     # Per output o: out[p * outputs + o, base:] = w(1)[o, p, :] @ pairs. Column-major:
     # C (triangle x points, ld outputs * width) = pairs' (triangle x n_1) @ w(1)' (n_1 x points).
-    ints[0] = 78  # 'N'
-    ints[1] = 78
-    ints[2] = pairs.shape[1]
-    ints[3] = count
-    ints[4] = first_width
-    ints[5] = neurons
-    ints[6] = outputs * width
+    triangle = pairs.shape[1]
     for o in range(outputs):
-        gemm(ints_at, ints_at + 4, ints_at + 8, ints_at + 12, ints_at + 16, scalars_at,
-             address[6], ints_at + 8, address[7] + item * o * count * neurons, ints_at + 20,
-             scalars_at + item, address[8] + item * (o * width + base), ints_at + 24)
+        blas.product(gemm, ints, ints_at, one, zero, PLAIN, PLAIN, triangle, count, first_width,
+                     address[6], triangle, address[7] + item * o * count * neurons, neurons,
+                     address[8] + item * (o * width + base), outputs * width)
     if layers == 1:
         return
     # Layer 1's Jacobian is the same at every point, and the products below write only the
@@ -229,16 +237,9 @@ def _hessians(gemm, derivatives, last, last_bias, first, slope, weight, back, ou
                     scaled_in[r, b] = jacobians[r, column] * slope[p, column]
             # jacobians[:rows, bounds[l]:bounds[l + 1]] = scaled_in[:rows, :width_in] @ W(l+1)^T;
             # column-major: C (width_out x rows, ld neurons) = W^T' (width_in x width_out)^T @ B.
-            ints[0] = 84  # 'T'
-            ints[1] = 78  # 'N'
-            ints[2] = bounds[l + 1] - bounds[l]
-            ints[3] = rows
-            ints[4] = width_in
-            ints[5] = wide
-            ints[6] = neurons
-            gemm(ints_at, ints_at + 4, ints_at + 8, ints_at + 12, ints_at + 16, scalars_at,
-                 address[10 + l], ints_at + 16, scaled_in_at, ints_at + 20,
-                 scalars_at + item, jacobians_at + item * bounds[l], ints_at + 24)
+            blas.product(gemm, ints, ints_at, one, zero, TRANSPOSED, PLAIN, bounds[l + 1] - bounds[l], rows,
+                         width_in, address[10 + l], width_in, scaled_in_at, wide, jacobians_at + item * bounds[l],
+                         neurons)
         for q in range(points):
             p = p0 + q
             for i in range(n):
@@ -250,19 +251,12 @@ def _hessians(gemm, derivatives, last, last_bias, first, slope, weight, back, ou
             # product (n * outputs x n) = scaled @ D_p^T over the neurons of layers 2.., only
             # its blocks on and right of the diagonal (the Hessian is symmetric): rows i0..i1-1
             # times columns i0..n-1. Column-major: product^T = D_p' scaled^T.
-            ints[0] = 84
-            ints[1] = 78
-            ints[4] = deep
-            ints[5] = neurons
-            ints[6] = n
             for i0 in range(0, n, step):
                 i1 = min(n, i0 + step)
-                ints[2] = n - i0
-                ints[3] = (i1 - i0) * outputs
-                gemm(ints_at, ints_at + 4, ints_at + 8, ints_at + 12, ints_at + 16, scalars_at,
-                     jacobians_at + item * ((q * n + i0) * neurons + first_width), ints_at + 20,
-                     address[2] + item * (i0 * outputs * neurons + first_width), ints_at + 20,
-                     scalars_at + item, address[3] + item * (i0 * outputs * n + i0), ints_at + 24)
+                blas.product(gemm, ints, ints_at, one, zero, TRANSPOSED, PLAIN, n - i0, (i1 - i0) * outputs, deep,
+                             jacobians_at + item * ((q * n + i0) * neurons + first_width), neurons,
+                             address[2] + item * (i0 * outputs * neurons + first_width), neurons,
+                             address[3] + item * (i0 * outputs * n + i0), n)
             for o in range(outputs):
                 column = base
                 for i in range(n):
