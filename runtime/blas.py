@@ -71,8 +71,10 @@ def gemm(dtype) -> object:
     return ctypes.CFUNCTYPE(None, *([ctypes.c_ssize_t] * 13))(address(name))
 
 
-TRANSPOSED = 84  # 'T', the Fortran character of a transposed operand
-PLAIN = 78  # 'N'
+# The Fortran characters 'T' (a transposed operand) and 'N'. NumPy scalars, not Python ints:
+# Numba types an int constant as a literal and would compile product once per combination.
+TRANSPOSED = np.int32(84)
+PLAIN = np.int32(78)
 
 
 @njit(nogil=True, cache=True)
