@@ -43,6 +43,11 @@ _SUB_BLOCK_BYTES = 384 * 2**10
 # columns on and right of the diagonal. Two blocks do 3/4 of the full product (4 % faster at
 # 32 variables on two cores; three blocks, of odd sizes for BLAS, were slower than one).
 _DIAGONAL_BLOCKS = 2
+# Layer 1's part of the Hessians is one product for all points of a thread (w(1) @ pairs) when
+# it has at least this many points per variable, else a part of each point's contraction:
+# building pairs costs n_1 n(n+1)/2 products however few the points. Measured on one core, the
+# two break even at 12-16 points for 32 variables and 16-32 points for 64.
+_SHARED_FIRST_LAYER_POINTS_PER_VARIABLE = 0.5
 
 
 def expand(weights, biases, hidden_activations, points, variables, dtype, result, lo, hi) -> None:
@@ -70,7 +75,8 @@ def expand(weights, biases, hidden_activations, points, variables, dtype, result
         call_kernel(kernel_module(hidden_activations[l], 2), "taylor_derivatives", z_l.reshape(-1), layer)
         activated = layer.reshape(count, widths[l], 3)[:, :, 0]
     out = result[lo:hi]
-    first = np.ascontiguousarray(hidden[0][:, variables].T)  # (n, n_1): D(1) transposed
+    columns = np.ascontiguousarray(hidden[0][:, variables])  # (n_1, n): D(1)
+    first = np.ascontiguousarray(columns.T)
     sub = int(max(1, min(count, _SUB_BLOCK_BYTES // (n * neurons * dtype.itemsize))))
     slope = workspace.array("hessian slope", (count, neurons), dtype)
     weight = workspace.array("hessian weight", (outputs * count, neurons), dtype)
@@ -79,7 +85,8 @@ def expand(weights, biases, hidden_activations, points, variables, dtype, result
     scaled_in = workspace.array("hessian scaled input", (sub * n, widest), dtype)
     scaled = workspace.array("hessian scaled", (n * outputs, neurons), dtype)
     product = workspace.array("hessian product", (n * outputs, n), dtype)
-    pairs = workspace.array("hessian first-layer pairs", (widths[0], n * (n + 1) // 2), dtype)
+    shared = count >= _SHARED_FIRST_LAYER_POINTS_PER_VARIABLE * n
+    pairs = workspace.array("hessian first-layer pairs", (widths[0], n * (n + 1) // 2) if shared else (1, 1), dtype)
     ints = np.zeros(8, dtype=np.int32)
     scalars = np.array([1.0, 0.0], dtype=dtype)
     # The BLAS operands by address, in the order _hessians reads them (hidden[1:] are the
@@ -87,13 +94,13 @@ def expand(weights, biases, hidden_activations, points, variables, dtype, result
     address = blas.operands(jacobians, scaled_in, scaled, product, ints, scalars, pairs, weight, out, first, back,
                             *hidden[1:])
     gemm = blas.gemm(dtype)
-    sizes = np.array([count, n, outputs, sub, dtype.itemsize, -(-n // _DIAGONAL_BLOCKS)], dtype=np.int64)
+    sizes = np.array([count, n, outputs, sub, dtype.itemsize, -(-n // _DIAGONAL_BLOCKS), shared], dtype=np.int64)
     bounds = np.array(bounds, dtype=np.int64)
     out = out.reshape(count * outputs, -1)
     _backward(gemm, derivatives, last, np.asarray(biases[-1], dtype=dtype), slope, weight, back, out, ints, bounds,
               address, sizes)
-    _hessians(gemm, first, slope, weight, out, jacobians, scaled_in, scaled, product, pairs, ints, bounds, address,
-              sizes)
+    _hessians(gemm, first, columns, slope, weight, out, jacobians, scaled_in, scaled, product, pairs, ints, bounds,
+              address, sizes)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -168,21 +175,22 @@ def _backward(gemm, derivatives, last, last_bias, slope, weight, back, out, ints
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def _hessians(gemm, first, slope, weight, out, jacobians, scaled_in, scaled, product, pairs, ints, bounds, address,
-              sizes):  # pragma: no cover - compiled
+def _hessians(gemm, first, columns, slope, weight, out, jacobians, scaled_in, scaled, product, pairs, ints, bounds,
+              address, sizes):  # pragma: no cover - compiled
     """Hessian upper triangles of every point into out[:, 1 + n:] (rows p * outputs + o), from
     s' (points x neurons) and the contraction weights (rows o * count + p) of _backward.
 
-    Layer 1's part, D(1)^T diag(w(1)) D(1) with D(1) the same at every point, is one product
-    for all points: w(1) (points x n_1) times pairs (n_1 x n(n+1)/2), pairs[b, (i, j)] =
-    D(1)_bi D(1)_bj. The deeper layers' part per sub-block of `sub` points: the Jacobians,
-    rows (point, variable) and all hidden layers' neurons side by side as columns (layer 1's
-    are the weights' columns; layer l + 1's are one product, (D(l) * s'(l)) W(l+1)^T, over the
-    whole sub-block); then per point one product (D * w)^T-by-D over the neurons of layers
-    2.. for all outputs at once (rows of `scaled` are (variable, output) pairs), added to layer
-    1's part. One function, the BLAS operands passed as addresses (`address`: jacobians,
-    scaled_in, scaled, product, ints, scalars, pairs, weight, out, first, back, then W(l+1) for
-    l = 1 .. layers - 1): as in top_vertex._contract_points, for a short compile.
+    With sizes[6] set (`shared`), layer 1's part, D(1)^T diag(w(1)) D(1) with D(1) the same
+    at every point, is one product for all points: w(1) (points x n_1) times pairs (n_1 x
+    n(n+1)/2), pairs[b, (i, j)] = D(1)_bi D(1)_bj. The rest, per sub-block of `sub` points:
+    the Jacobians, rows (point, variable) and all hidden layers' neurons side by side as
+    columns (layer 1's are the weights' columns; layer l + 1's are one product, (D(l) * s'(l))
+    W(l+1)^T, over the whole sub-block); then per point one product (D * w)^T-by-D over the
+    neurons of layers 2.. (all layers, without `shared`) for all outputs at once (rows of
+    `scaled` are (variable, output) pairs), added to layer 1's part. One function, the BLAS
+    operands passed as addresses (`address`: jacobians, scaled_in, scaled, product, ints,
+    scalars, pairs, weight, out, first, back, then W(l+1) for l = 1 .. layers - 1): as in
+    top_vertex._contract_points, for a short compile.
     """
     count = sizes[0]
     n = sizes[1]
@@ -193,7 +201,9 @@ def _hessians(gemm, first, slope, weight, out, jacobians, scaled_in, scaled, pro
     neurons = bounds[bounds.shape[0] - 1]
     layers = bounds.shape[0] - 1
     first_width = bounds[1]
-    deep = neurons - first_width  # neurons of layers 2..: contracted per point
+    shared = sizes[6] == 1  # layer 1's part as one product for all points
+    low = first_width if shared else 0  # the neurons low.. are contracted per point
+    deep = neurons - low
     jacobians_at = address[0]
     scaled_in_at = address[1]
     ints_at = address[4]
@@ -202,23 +212,30 @@ def _hessians(gemm, first, slope, weight, out, jacobians, scaled_in, scaled, pro
     wide = scaled_in.shape[1]
     base = 1 + n
     width = out.shape[1]
-    # pairs[b, (i, j)] = D(1)_bi D(1)_bj for i <= j in multi_index order, halved on the diagonal.
-    for b in range(first_width):
-        column = 0
-        for i in range(n):
-            pairs[b, column] = 0.5 * first[i, b] * first[i, b]
-            for j in range(i + 1, n):
-                pairs[b, column + j - i] = first[i, b] * first[j, b]
-            column += n - i
-    # Per output o: out[p * outputs + o, base:] = w(1)[o, p, :] @ pairs. Column-major:
-    # C (triangle x points, ld outputs * width) = pairs' (triangle x n_1) @ w(1)' (n_1 x points).
-    triangle = pairs.shape[1]
-    for o in range(outputs):
-        blas.product(gemm, ints, ints_at, one, zero, PLAIN, PLAIN, triangle, count, first_width,
-                     address[6], triangle, address[7] + item * o * count * neurons, neurons,
-                     address[8] + item * (o * width + base), outputs * width)
-    if layers == 1:
-        return
+    if shared:
+        # pairs[b, (i, j)] = D(1)_bi D(1)_bj for i <= j in multi_index order, halved on the
+        # diagonal. Per output o: out[p * outputs + o, base:] = w(1)[o, p, :] @ pairs; column-
+        # major: C (triangle x points, ld outputs * width) = pairs' (triangle x n_1) @ w(1)'.
+        for b in range(first_width):
+            column = 0
+            for i in range(n):
+                f = first[i, b]
+                pairs[b, column] = 0.5 * f * f
+                for j in range(1, n - i):
+                    # unsigned: no wraparound test, so LLVM vectorises (columns[b] is D(1)[b])
+                    pairs[b, np.uint64(column + j)] = f * columns[b, np.uint64(i + j)]
+                column += n - i
+        triangle = pairs.shape[1]
+        for o in range(outputs):
+            blas.product(gemm, ints, ints_at, one, zero, PLAIN, PLAIN, triangle, count, first_width,
+                         address[6], triangle, address[7] + item * o * count * neurons, neurons,
+                         address[8] + item * (o * width + base), outputs * width)
+        if deep == 0:
+            return
+    else:
+        for r in range(count * outputs):
+            for c in range(base, width):
+                out[r, c] = 0.0
     # Layer 1's Jacobian is the same at every point, and the products below write only the
     # other layers' columns: its columns are filled once, for every sub-block.
     for r in range(sub * n):
@@ -245,7 +262,7 @@ def _hessians(gemm, first, slope, weight, out, jacobians, scaled_in, scaled, pro
             for i in range(n):
                 for o in range(outputs):
                     r = o * count + p
-                    for b in range(first_width, neurons):
+                    for b in range(low, neurons):
                         column = np.uint64(b)
                         scaled[i * outputs + o, column] = jacobians[q * n + i, column] * weight[r, column]
             # product (n * outputs x n) = scaled @ D_p^T over the neurons of layers 2.., only
@@ -254,8 +271,8 @@ def _hessians(gemm, first, slope, weight, out, jacobians, scaled_in, scaled, pro
             for i0 in range(0, n, step):
                 i1 = min(n, i0 + step)
                 blas.product(gemm, ints, ints_at, one, zero, TRANSPOSED, PLAIN, n - i0, (i1 - i0) * outputs, deep,
-                             jacobians_at + item * ((q * n + i0) * neurons + first_width), neurons,
-                             address[2] + item * (i0 * outputs * neurons + first_width), neurons,
+                             jacobians_at + item * ((q * n + i0) * neurons + low), neurons,
+                             address[2] + item * (i0 * outputs * neurons + low), neurons,
                              address[3] + item * (i0 * outputs * n + i0), n)
             for o in range(outputs):
                 column = base
