@@ -217,29 +217,41 @@ def directional_flops(sizes, batch: int, order: int) -> int:
 
 
 def hessian_flops(sizes, batch: int) -> int:
-    """FLOPs of the top-vertex scheme at K = 2 (feynmlp.hessian), N = sum of the hidden widths:
+    """FLOPs of the top-vertex scheme at K = 2 (feynmlp.hessian), N = sum of the hidden widths,
+    T = n(n+1)/2, blocks of points as feynmlp.threads.run_blocks splits them:
 
     FLOPs = 2 n_1 n_0 B + sum over later layers of 2 n_l n_(l-1) B      forward values
           + sum over hidden layers of 20 n_l B                           s, s', s''/2
-          + sum over hidden layers of 2 n_out n_l B                      weights w, next g
+          + sum over hidden layers of 3 n_out n_l B                      weights w, next g
           + sum over hidden layers but the last of 2 n_out n_(l+1) n_l B  propagators
-          + n_out N B + 2 n_out n n_1 B                                   w * 2, gradient
+          + 2 n_out n n_1 B                                              gradient
           + sum over hidden layers l >= 2 of (n n_(l-1) + 2 n n_(l-1) n_l) B  Jacobians
-          + B (n_out n N + sum over the diagonal blocks [i0, i1) of
-               2 (n - i0) (i1 - i0) n_out N)                              (w D)^T D per point
+          + per block of b points, with C the neurons contracted per point:
+            if b >= n/2 (layer 1 shared): 2 n_1 T + 2 n_out n_1 T b, C = N - n_1   w(1) @ pairs
+            else C = N
+          + b (n_out n C + sum over the diagonal blocks [i0, i1) of
+               2 (n - i0) (i1 - i0) n_out C)                             (w D)^T D per point
     """
-    from feynmlp import hessian
+    from feynmlp import hessian, threads
 
     n, n_out, hidden = sizes[0], sizes[-1], sizes[1:-1]
-    neurons = sum(hidden)
+    neurons, triangle = sum(hidden), n * (n + 1) // 2
     flops = sum(2 * upper * lower * batch for lower, upper in zip(sizes[:-1], sizes[1:]))
-    flops += sum((ACTIVATION_FLOPS_PER_ORDER * 2 + 2 * n_out) * width * batch for width in hidden)
+    flops += sum((ACTIVATION_FLOPS_PER_ORDER * 2 + 3 * n_out) * width * batch for width in hidden)
     flops += sum(2 * n_out * upper * lower * batch for lower, upper in zip(hidden[:-1], hidden[1:]))
-    flops += n_out * neurons * batch + 2 * n_out * n * hidden[0] * batch
+    flops += 2 * n_out * n * hidden[0] * batch
     flops += sum((n * lower + 2 * n * lower * upper) * batch for lower, upper in zip(hidden[:-1], hidden[1:]))
     step = -(-n // hessian._DIAGONAL_BLOCKS)
-    products = sum(2 * (n - i0) * (min(n, i0 + step) - i0) * n_out * neurons for i0 in range(0, n, step))
-    return flops + batch * (n_out * n * neurons + products)
+    workers = max(1, min(threads.count(), batch))
+    for i in range(workers):
+        block = batch * (i + 1) // workers - batch * i // workers
+        contracted = neurons
+        if block >= hessian._SHARED_FIRST_LAYER_POINTS_PER_VARIABLE * n:
+            flops += 2 * hidden[0] * triangle + 2 * n_out * hidden[0] * triangle * block
+            contracted -= hidden[0]
+        products = sum(2 * (n - i0) * (min(n, i0 + step) - i0) * n_out * contracted for i0 in range(0, n, step))
+        flops += block * (n_out * n * contracted + products)
+    return flops
 
 
 def top_vertex_flops(sizes, batch: int, order: int) -> int:
