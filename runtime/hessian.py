@@ -12,18 +12,18 @@ Why a path of its own: at K = 2 the topmost-vertex sum (DESIGN.md section 2) is
 with D(l) the Jacobian of layer l's pre-activations in the variables, D(1) = W1[:, vars] and
 D(l+1) = W(l+1) diag(s'(z(l))) D(l). Everything in it besides the Jacobians (the values, s',
 s'', the output propagators g) is one number per neuron and point. The forward pass runs here
-(NumPy's products and the generated taylor_derivatives); everything after it runs in one
-kernel: the backward pass for g and the gradient, then layer 1's part of every Hessian (D(1) is
-the same at every point, so that part is one product for all points), then the deeper layers'
-Jacobians and their contraction a few points at a time: the Jacobians of all hidden layers
-side by side for a sub-block of points stay in the core's cache from the product that makes
-them to the one that contracts them.
+(NumPy's products and the generated taylor_derivatives); everything after it runs in two
+kernels: _backward for g, the values and the gradient; _hessians for layer 1's part of every
+Hessian (D(1) is the same at every point, so that part is one product for all points), then
+the deeper layers' Jacobians and their contraction a few points at a time: the Jacobians of
+all hidden layers side by side for a sub-block of points stay in the core's cache from the
+product that makes them to the one that contracts them.
 
 Measured for 32 -> 64^3 -> 1 at 256 points on two cores: the general path (top_vertex.contract,
 which now starts at K = 3; it kept every layer's series for the whole block in memory and
 passed over it per layer and step) took 10.0 ms; this path's first version 7.4 ms; 5.3 ms with
-the rest of session 4's changes; 4.9-5.1 ms with layer 1's part as one product and the
-backward pass in the kernel (NumPy's per-call costs were a fifth of the time).
+the rest of session 4's changes; 4.7-4.9 ms with layer 1's part as one product and the
+backward pass compiled (its NumPy calls had taken a fifth of the time).
 """
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def expand(weights, biases, hidden_activations, points, variables, dtype, result
     neurons, outputs, widest = bounds[-1], last.shape[0], max(widths)
     # s^(m)(z)/m!, m = 0, 1, 2, of every hidden neuron: layer l's part of the buffer is
     # (points, width, 3), from the generated taylor_derivatives. Everything after the forward
-    # pass happens in the kernel (NumPy's per-call costs were a fifth of the time here).
+    # pass is compiled (_backward, _hessians).
     derivatives = workspace.array("hessian derivatives", (3 * count * neurons,), dtype)
     z = workspace.array("hessian pre-activations", (count * widest,), dtype)
     activated = points[lo:hi]
