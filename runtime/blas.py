@@ -84,8 +84,8 @@ def product(gemm, ints, ints_at, alpha_at, beta_at, transa, transb, m, n, k, a, 
     B, C, alpha and beta are addresses; the integers go by reference through ints (8 int32 at
     address ints_at, overwritten).
 
-    One compiled function for every call site of a kernel: Numba types a 13-argument call of
-    address arithmetic at each site, which took a second of a kernel's compile time."""
+    The one place that spells out the Fortran calling convention, for every call site of the
+    kernels (it compiles once, in 0.12 s on a cold cache)."""
     ints[0] = transa
     ints[1] = transb
     ints[2] = m

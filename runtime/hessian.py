@@ -265,8 +265,8 @@ def _hessians(gemm, first, columns, slope, weight, out, jacobians, scaled_in, sc
                     for b in range(low, neurons):
                         column = np.uint64(b)
                         scaled[i * outputs + o, column] = jacobians[q * n + i, column] * weight[r, column]
-            # product (n * outputs x n) = scaled @ D_p^T over the neurons of layers 2.., only
-            # its blocks on and right of the diagonal (the Hessian is symmetric): rows i0..i1-1
+            # product (n * outputs x n) = scaled @ D_p^T over the neurons low.., only its
+            # blocks on and right of the diagonal (the Hessian is symmetric): rows i0..i1-1
             # times columns i0..n-1. Column-major: product^T = D_p' scaled^T.
             for i0 in range(0, n, step):
                 i1 = min(n, i0 + step)
@@ -285,9 +285,12 @@ def _hessians(gemm, first, columns, slope, weight, out, jacobians, scaled_in, sc
 
 
 def workspace_bytes(n: int, widths, batch: int, itemsize: int = 8) -> int:
-    """Bytes of the work arrays of expand for `batch` points (the memory check): s', s''/2 and
-    the contraction weights per neuron and point, and per thread one sub-block's Jacobians,
-    their scaled copy and one point's product."""
-    neurons, outputs = sum(widths[:-1]), widths[-1]
-    per_thread = _SUB_BLOCK_BYTES * 2 + itemsize * (n * outputs * (neurons + n))
-    return itemsize * (2 + outputs) * batch * neurons + threads.count() * per_thread
+    """Bytes of the work arrays of expand for `batch` points (the memory check): per neuron and
+    point the three derivatives, the pre-activation, s', the contraction weights and two
+    propagators per output; per thread one sub-block's Jacobians and their scaled copy, one
+    point's product and layer 1's pairs."""
+    hidden, outputs = widths[:-1], widths[-1]
+    neurons = sum(hidden)
+    per_point = (3 + 1 + 1 + outputs) * neurons + 2 * outputs * max(hidden)
+    per_thread = _SUB_BLOCK_BYTES * 2 + itemsize * (n * outputs * (neurons + n) + hidden[0] * n * (n + 1) // 2)
+    return itemsize * per_point * batch + threads.count() * per_thread
