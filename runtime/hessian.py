@@ -75,8 +75,7 @@ def expand(weights, biases, hidden_activations, points, variables, dtype, result
         call_kernel(kernel_module(hidden_activations[l], 2), "taylor_derivatives", z_l.reshape(-1), layer)
         activated = layer.reshape(count, widths[l], 3)[:, :, 0]
     out = result[lo:hi]
-    columns = np.ascontiguousarray(hidden[0][:, variables])  # (n_1, n): D(1)
-    first = np.ascontiguousarray(columns.T)
+    first = np.ascontiguousarray(hidden[0][:, variables])  # (n_1, n): D(1)
     sub = int(max(1, min(count, _SUB_BLOCK_BYTES // (n * neurons * dtype.itemsize))))
     slope = workspace.array("hessian slope", (count, neurons), dtype)
     weight = workspace.array("hessian weight", (outputs * count, neurons), dtype)
@@ -99,7 +98,7 @@ def expand(weights, biases, hidden_activations, points, variables, dtype, result
     out = out.reshape(count * outputs, -1)
     _backward(gemm, derivatives, last, np.asarray(biases[-1], dtype=dtype), slope, weight, back, out, ints, bounds,
               address, sizes)
-    _hessians(gemm, first, columns, slope, weight, out, jacobians, scaled_in, scaled, product, pairs, ints, bounds,
+    _hessians(gemm, first, slope, weight, out, jacobians, scaled_in, scaled, product, pairs, ints, bounds,
               address, sizes)
 
 
@@ -167,15 +166,15 @@ def _backward(gemm, derivatives, last, last_bias, slope, weight, back, out, ints
                          address[10] + item * (1 - current) * outputs * count * wide, wide)
             current = 1 - current
     # The gradient, per output: out[p * outputs + o, 1:1 + n] = (d f / d z(1))[o, p] @ D(1).
-    # Column-major: C (n x points, ld outputs * width) = first' (n_1 x n)^T @ back' (n_1 x points).
+    # Column-major: C (n x points, ld outputs * width) = first' (n x n_1) @ back' (n_1 x points).
     for o in range(outputs):
-        blas.product(gemm, ints, ints_at, one, zero, TRANSPOSED, PLAIN, n, count, first_width,
-                     address[9], first_width, address[10] + item * (current * outputs + o) * count * wide, wide,
+        blas.product(gemm, ints, ints_at, one, zero, PLAIN, PLAIN, n, count, first_width,
+                     address[9], n, address[10] + item * (current * outputs + o) * count * wide, wide,
                      address[8] + item * (o * width + 1), outputs * width)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def _hessians(gemm, first, columns, slope, weight, out, jacobians, scaled_in, scaled, product, pairs, ints, bounds,
+def _hessians(gemm, first, slope, weight, out, jacobians, scaled_in, scaled, product, pairs, ints, bounds,
               address, sizes):  # pragma: no cover - compiled
     """Hessian upper triangles of every point into out[:, 1 + n:] (rows p * outputs + o), from
     s' (points x neurons) and the contraction weights (rows o * count + p) of _backward.
@@ -219,11 +218,11 @@ def _hessians(gemm, first, columns, slope, weight, out, jacobians, scaled_in, sc
         for b in range(first_width):
             column = 0
             for i in range(n):
-                f = first[i, b]
+                f = first[b, i]
                 pairs[b, column] = 0.5 * f * f
                 for j in range(1, n - i):
-                    # unsigned: no wraparound test, so LLVM vectorises (columns[b] is D(1)[b])
-                    pairs[b, np.uint64(column + j)] = f * columns[b, np.uint64(i + j)]
+                    # unsigned: no wraparound test, so LLVM vectorises
+                    pairs[b, np.uint64(column + j)] = f * first[b, np.uint64(i + j)]
                 column += n - i
         triangle = pairs.shape[1]
         for o in range(outputs):
@@ -240,7 +239,7 @@ def _hessians(gemm, first, columns, slope, weight, out, jacobians, scaled_in, sc
     # other layers' columns: its columns are filled once, for every sub-block.
     for r in range(sub * n):
         for b in range(first_width):
-            jacobians[r, b] = first[r % n, b]
+            jacobians[r, b] = first[b, r % n]
     for p0 in range(0, count, sub):
         points = min(sub, count - p0)
         rows = points * n
