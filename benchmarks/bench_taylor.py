@@ -218,7 +218,7 @@ def directional_flops(sizes, batch: int, order: int) -> int:
 
 def hessian_flops(sizes, batch: int) -> int:
     """FLOPs of the top-vertex scheme at K = 2 (feynmlp.hessian), N = sum of the hidden widths,
-    T = n(n+1)/2, blocks of points as feynmlp.threads.run_blocks splits them:
+    T = n(n+1)/2, blocks of points as feynmlp.threads.blocks splits them:
 
     FLOPs = 2 n_1 n_0 B + sum over later layers of 2 n_l n_(l-1) B      forward values
           + sum over hidden layers of 20 n_l B                           s, s', s''/2
@@ -242,9 +242,8 @@ def hessian_flops(sizes, batch: int) -> int:
     flops += 2 * n_out * n * hidden[0] * batch
     flops += sum((n * lower + 2 * n * lower * upper) * batch for lower, upper in zip(hidden[:-1], hidden[1:]))
     step = -(-n // hessian._DIAGONAL_BLOCKS)
-    workers = max(1, min(threads.count(), batch))
-    for i in range(workers):
-        block = batch * (i + 1) // workers - batch * i // workers
+    for lo, hi in threads.blocks(batch):
+        block = hi - lo
         contracted = neurons
         if block >= hessian._SHARED_FIRST_LAYER_POINTS_PER_VARIABLE * n:
             flops += 2 * hidden[0] * triangle + 2 * n_out * hidden[0] * triangle * block

@@ -23,13 +23,19 @@ def count() -> int:
     return max(1, min(numba.config.NUMBA_NUM_THREADS, allowed))
 
 
+def blocks(points: int, start: int = 0) -> list[tuple[int, int]]:
+    """The blocks [lo, hi) run_blocks splits range(start, points) into: one per worker thread,
+    of sizes that differ by at most one."""
+    workers = max(1, min(count(), points - start))
+    bounds = [start + (points - start) * i // workers for i in range(workers + 1)]
+    return [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+
+
 def run_blocks(kernel, args: tuple, points: int, start: int = 0) -> None:
     """kernel(*args, lo, hi) for consecutive blocks [lo, hi) covering range(start, points).
 
     Call it inside single_blas_thread() when the kernel calls BLAS."""
-    workers = max(1, min(count(), points - start))
-    bounds = [start + (points - start) * i // workers for i in range(workers + 1)]
-    calls = [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+    calls = blocks(points, start)
     if len(calls) <= 1:
         for lo, hi in calls:
             kernel(*args, lo, hi)
