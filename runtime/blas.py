@@ -16,7 +16,6 @@ layout), the ordinary import is used.
 from __future__ import annotations
 
 import ctypes
-import functools
 import importlib
 import importlib.machinery
 import importlib.util
@@ -26,12 +25,17 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
+from .once import once
+
 _MODULE = "scipy.linalg.cython_blas"
 
 
-@functools.lru_cache(maxsize=1)
+@once
 def cython_blas():
-    """The scipy.linalg.cython_blas module (loading it also loads SciPy's BLAS library)."""
+    """The scipy.linalg.cython_blas module (loading it also loads SciPy's BLAS library).
+
+    Loaded once per process, whatever the number of threads asking at once: the extension
+    module refuses a second initialisation while the first is under way."""
     module = sys.modules.get(_MODULE)
     if module is not None:
         return module
@@ -64,7 +68,7 @@ def operands(*arrays: np.ndarray) -> np.ndarray:
     return np.array([array.__array_interface__["data"][0] for array in arrays], dtype=np.int64)
 
 
-@functools.lru_cache(maxsize=2)
+@once
 def gemm(dtype) -> object:
     """dgemm or sgemm as a ctypes function of 13 pointer-sized integers."""
     name = {np.dtype(np.float64): "dgemm", np.dtype(np.float32): "sgemm"}[np.dtype(dtype)]

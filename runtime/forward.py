@@ -14,6 +14,7 @@ incoming one: DESIGN.md section 2, "resummed layer by layer").
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import numpy as np
 
@@ -42,28 +43,58 @@ def _size(nbytes: float) -> str:
     return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
 
 
-def _check_memory(widths, batch: int, columns: int, itemsize: int, order: int, n_vars: int, what: str,
-                  tables: int = 0) -> None:
-    """Refuse, before allocating anything, a request that would not fit in the memory budget.
+def _check_memory(result: int, itemsize: int, tables: int, working: int, describe: str, advice: str,
+                  details: str = "") -> int:
+    """The estimated peak bytes of a request; ResourceLimitError, before anything is
+    allocated, if they exceed memory_budget().
 
-    Counts the result, two layer-sized series of one block of points, and the vertex index
-    tables (which depend only on the number of variables and the order).
+    result: the array handed back; tables: index tables and plans (they depend on the number
+    of variables and the order only); working: the series and work arrays of one chunk of
+    points, all threads together. Added to them: the caller's check of the result for
+    non-finite values (two boolean arrays of its size).
     """
-    per_point = max(widths) * columns * itemsize
-    block = min(batch, max(1, _CHUNK_BYTES // max(per_point, 1)))
-    needed = widths[-1] * batch * columns * itemsize + 2 * block * per_point + tables
+    needed = result + tables + working + 2 * result // itemsize
     budget = memory_budget()
     if needed > budget:
         raise ResourceLimitError(
-            f"{what} of order {order} in {n_vars} variables for {batch} point(s) needs about "
-            f"{_size(needed)} ({columns} coefficients per output and point, widest layer {max(widths)}"
-            + (f", vertex tables {_size(tables)}" if tables >= 2**20 else "") + f"), more than the {_size(budget)} "
-            "allowed; restrict the variables with wrt=[...], use fewer points per call, or use "
-            "feynmlp.directional for the series along chosen directions (set FEYNMLP_MAX_MEMORY_GB "
-            "to change the limit)")
+            f"{describe} needs about {_size(needed)} ({details}the result {_size(result)}"
+            + (f", index tables {_size(tables)}" if tables >= 2**20 else "") + f"), more than the {_size(budget)} "
+            f"allowed; {advice} (set FEYNMLP_MAX_MEMORY_GB to change the limit)")
+    return needed
 
 
 SCHEMES = ("auto", "forward", "top-vertex")
+
+
+class Kernels(NamedTuple):
+    """The kernel modules one expansion uses, per hidden layer: `compose` for the vertex layers
+    of the series pushed forward, `derivatives` for the activation's derivatives s^(m)(z0)/m!
+    (of a higher order than `compose` when the top orders come from the contraction), and
+    `output` for the output activation (None if linear)."""
+
+    compose: list
+    derivatives: list
+    output: object
+
+
+def resolve_kernels(hidden_activations, output_activation, compose_order: int,
+                    derivative_order: int | None = None) -> Kernels:
+    """Every kernel module an expansion needs, generated or loaded in the calling thread.
+
+    Called before the points are split into threads, so that no worker thread ever generates,
+    verifies or imports a kernel: on a fresh cache that means importing SymPy and Jinja2 and
+    writing files, which must happen once, not once per thread and never beside a thread
+    that inspects the half-imported modules.
+    """
+    derivative_order = compose_order if derivative_order is None else derivative_order
+    derivatives = [kernel_module(activation, derivative_order) for activation in hidden_activations]
+    if derivative_order == compose_order:
+        compose = derivatives
+    else:  # below order 2 the vertex layer is plain NumPy (_vertex_layer_multivariate) and needs no kernel
+        compose = [kernel_module(activation, compose_order) if compose_order > 1 else None
+                   for activation in hidden_activations]
+    output = None if output_activation is None else kernel_module(output_activation, compose_order)
+    return Kernels(compose, derivatives, output)
 
 
 def choose_scheme(n_outputs: int, order: int, has_output_activation: bool, n_vars: int) -> str:
@@ -114,41 +145,70 @@ def multivariate_series(weights, biases, hidden_activations, output_activation, 
         scheme = "forward"  # no vertex (order 1, or no hidden layer): both schemes are the same pass
     if scheme not in SCHEMES[1:] or (scheme == "top-vertex" and output_activation is not None):
         raise ValueError(f"scheme {scheme!r} does not apply here; use one of {SCHEMES}")
+    itemsize = np.dtype(dtype).itemsize
+    hidden = sum(widths[:-1])
     if scheme == "forward":
-        pushed, tables = order, multi_index.vertex_table_bytes(n_vars, order)
+        pushed = order
     elif order == 2:
         from . import hessian
 
         pushed = 1
-        tables = hessian.workspace_bytes(n_vars, widths, batch, np.dtype(dtype).itemsize)
     else:
         from . import top_vertex
 
         pushed = top_vertex.pushed_order(order)
-        tables = (multi_index.vertex_table_bytes(n_vars, order - 1) + top_vertex.plan_bytes(n_vars, order)
-                  + top_vertex.workspace_bytes(n_vars, order, sum(widths[:-1]), widths[-1], np.dtype(dtype).itemsize))
-    _check_memory(widths, batch, columns, np.dtype(dtype).itemsize, order, n_vars, "a multivariate expansion",
-                  tables=tables)
-    # Points per block: the largest per-layer series stays under _CHUNK_BYTES; for top-vertex,
+    low = multi_index.count(n_vars, pushed)
+    # Points per chunk: the largest per-layer series stays under _CHUNK_BYTES; for top-vertex,
     # all hidden layers side by side under half of it (each thread holds three more series of
     # one layer besides, and the contraction's output).
-    neurons = max(widths) if scheme == "forward" else 2 * sum(widths[:-1])
-    per_point = neurons * multi_index.count(n_vars, pushed) * np.dtype(dtype).itemsize
-    chunk = int(max(1, min(batch, _CHUNK_BYTES // per_point)))
+    neurons = max(widths) if scheme == "forward" else 2 * hidden
+    chunk = int(max(1, min(batch, _CHUNK_BYTES // (neurons * low * itemsize))))
+    if scheme == "forward":
+        tables = multi_index.vertex_table_bytes(n_vars, order)
+        # Per point: two series buffers and the composed series of the widest layer, and the
+        # activation's derivatives.
+        working = chunk * max(widths) * (3 * columns + order + 1) * itemsize
+    elif order == 2:
+        tables = 0
+        working = hessian.workspace_bytes(n_vars, widths, chunk, itemsize)
+    else:
+        outputs = widths[-1]
+        tables = (multi_index.vertex_table_bytes(n_vars, order - 1) + top_vertex.plan_bytes(n_vars, order)
+                  + top_vertex.workspace_bytes(n_vars, order, hidden, outputs, itemsize))
+        # Per point: the hidden layers' series side by side and the pushed series (two buffers
+        # and the composed one); the derivatives (twice: per layer and side by side), the
+        # vertex coefficients; the output propagators (per layer, the product making them, side
+        # by side); the partners pulled backwards (two buffers, a term, and the result); and
+        # the contraction's outputs of orders K-1 and K.
+        working = chunk * itemsize * (low * (hidden + 3 * max(widths)) + (3 * order + 1) * hidden
+                                      + outputs * ((n_vars + 4) * hidden + 3 * n_vars * max(widths))
+                                      + outputs * (multi_index.count_of_order(n_vars, order)
+                                                   + multi_index.count_of_order(n_vars, order - 1)))
+    _check_memory(batch * widths[-1] * columns * itemsize, itemsize, tables, working,
+                  f"a multivariate expansion of order {order} in {n_vars} variables for {batch} point(s)",
+                  "restrict the variables with wrt=[...], use fewer points per call, or use feynmlp.directional for "
+                  "the series along chosen directions",
+                  f"{columns} coefficients per output and point, widest layer {max(widths)}, ")
+    # Kernels and tables are settled here, once, before the points are split into threads.
+    if scheme == "forward":
+        kernels = resolve_kernels(hidden_activations, output_activation, order)
+    else:
+        kernels = resolve_kernels(hidden_activations, None, pushed if order > 2 else 2, derivative_order=order)
     result = np.empty((batch, widths[-1], columns), dtype=dtype)
     if scheme == "top-vertex" and order > 2:
-        top_vertex.plan(n_vars, order)  # built once here, not by each thread
+        top_vertex.plan(n_vars, order)
+    if pushed > 1:
+        multi_index.vertex_tables(n_vars, pushed)
 
     def expand(lo, hi):
         # Points are independent: each thread pushes its own block through every layer.
         if scheme == "forward":
-            series, _ = _push(weights, biases, hidden_activations, output_activation, points[lo:hi], order, variables,
-                              dtype)
+            series, _ = _push(weights, biases, kernels, points[lo:hi], order, variables, dtype)
             result[lo:hi] = series.transpose(0, 2, 1)
         elif order == 2:
-            hessian.expand(weights, biases, hidden_activations, points, variables, dtype, result, lo, hi)
+            hessian.expand(weights, biases, kernels.derivatives, points, variables, dtype, result, lo, hi)
         else:
-            _top_vertex(weights, biases, hidden_activations, points[lo:hi], order, variables, dtype, result[lo:hi])
+            _top_vertex(weights, biases, kernels, points[lo:hi], order, variables, dtype, result[lo:hi])
 
     # BLAS on one thread, the threads being feynmlp's (threads.single_blas_thread says why).
     with threads.single_blas_thread():
@@ -157,10 +217,9 @@ def multivariate_series(weights, biases, hidden_activations, output_activation, 
     return result
 
 
-def _push(weights, biases, hidden_activations, output_activation, points, order, variables, dtype, stack=None,
-          derivative_order=None):
+def _push(weights, biases, kernels: Kernels, points, order, variables, dtype, stack=None):
     """Forward series (points, M, n_out) up to `order`, and per hidden layer the activation's
-    derivatives s^(m)(z0)/m!, m = 0..derivative_order (default `order`), (points, m + 1, neurons).
+    derivatives s^(m)(z0)/m!, m = 0 .. the order of kernels.derivatives, (points, m + 1, neurons).
     With stack (points, M, sum of the hidden widths), each hidden layer's pre-activation series
     is also copied into its own block of stack's neuron columns, in order.
 
@@ -172,7 +231,6 @@ def _push(weights, biases, hidden_activations, output_activation, points, order,
     n_vars = variables.size
     columns = multi_index.count(n_vars, order)
     tables = multi_index.vertex_tables(n_vars, order)
-    derivative_order = order if derivative_order is None else derivative_order
     first = np.asarray(weights[0], dtype=dtype)
     series = workspace.array(("series", 0), (points.shape[0], columns, first.shape[0]), dtype)
     series[:, 0, :] = points @ first.T + np.asarray(biases[0], dtype=dtype)
@@ -185,13 +243,12 @@ def _push(weights, biases, hidden_activations, output_activation, points, order,
         if stack is not None:
             stack[:, :, column:column + series.shape[2]] = series
             column += series.shape[2]
-        derivatives.append(_values(series, hidden_activations[layer - 1], derivative_order))
-        series = _vertex_layer_multivariate(series, derivatives[-1], hidden_activations[layer - 1], order, tables)
+        derivatives.append(_values(series, kernels.derivatives[layer - 1]))
+        series = _vertex_layer_multivariate(series, derivatives[-1], kernels.compose[layer - 1], order, tables)
         # Two series buffers in turn: the input of a layer is dead once its vertex layer ran.
         series = _affine(series, weights[layer], biases[layer], dtype, ("series", layer % 2))
-    if output_activation is not None:
-        series = _vertex_layer_multivariate(series, _values(series, output_activation, order), output_activation,
-                                            order, tables)
+    if kernels.output is not None:
+        series = _vertex_layer_multivariate(series, _values(series, kernels.output), kernels.output, order, tables)
     return series, derivatives
 
 
@@ -206,7 +263,7 @@ def _affine(series, weight, bias, dtype, name):
     return out
 
 
-def _vertex_layer_multivariate(series, derivatives, activation, order, tables):
+def _vertex_layer_multivariate(series, derivatives, module, order, tables):
     out = workspace.array("composed", series.shape, series.dtype)
     if order == 1:
         # No vertex below order 2: s(z0 + dz) = s0 + s1 dz. Two NumPy passes, as fast as the
@@ -214,21 +271,21 @@ def _vertex_layer_multivariate(series, derivatives, activation, order, tables):
         out[:, 0, :] = derivatives[:, 0, :]
         np.multiply(series[:, 1:, :], derivatives[:, 1:2, :], out=out[:, 1:, :])
         return out
-    call_kernel(kernel_module(activation, order), "compose_multivariate", series, derivatives, out, *tables, 0,
-                series.shape[0])
+    call_kernel(module, "compose_multivariate", series, derivatives, out, *tables, 0, series.shape[0])
     return out
 
 
-def _values(series, activation, order):
-    """s^(m)(z0)/m! for m = 0..order at each point and neuron: (points, order + 1, neurons)."""
-    module = kernel_module(activation, order)
+def _values(series, module):
+    """s^(m)(z0)/m! for m = 0..K at each point and neuron, by the kernel module of order K:
+    (points, K + 1, neurons)."""
+    order = module.ORDER
     z0 = np.ascontiguousarray(series[:, 0, :]).reshape(-1)
     out = np.empty((z0.size, order + 1), dtype=series.dtype)
     call_kernel(module, "taylor_derivatives", z0, out)
     return np.ascontiguousarray(out.reshape(series.shape[0], series.shape[2], order + 1).transpose(0, 2, 1))
 
 
-def _top_vertex(weights, biases, hidden_activations, points, order, variables, dtype, out):
+def _top_vertex(weights, biases, kernels, points, order, variables, dtype, out):
     """All coefficients up to `order` of a network with a linear output, by the topmost vertex,
     written to out (points, outputs, M). Orders up to top_vertex.pushed_order(K) are pushed
     forward; the top two come from the contraction (K >= 3; K = 2 is feynmlp.hessian)."""
@@ -240,8 +297,7 @@ def _top_vertex(weights, biases, hidden_activations, points, order, variables, d
     bounds = np.cumsum([0] + widths)
     batch = points.shape[0]
     stack = workspace.array("stack", (batch, multi_index.count(n_vars, pushed), bounds[-1]), dtype)
-    lower, derivatives = _push(weights, biases, hidden_activations, None, points, pushed, variables, dtype,
-                               stack=stack, derivative_order=order)
+    lower, derivatives = _push(weights, biases, kernels, points, pushed, variables, dtype, stack=stack)
     outputs = lower.shape[2]
     # Output propagators g(l) = d f / d a(l), one backward pass: (outputs, points, neurons).
     last = np.asarray(weights[-1], dtype=dtype)
@@ -265,22 +321,55 @@ def directional_series(weights, biases, hidden_activations, output_activation, p
 
     points is (batch, n_in), or (1, n_in) for one point shared by every direction; directions
     is (batch, n_in); returns (batch, n_out, order + 1). A shared point is pushed through the
-    network once and its activation derivatives are computed once per neuron, not per
-    direction (the Born terms of many potentials are expansions at the one point U = 0).
+    network once per chunk of directions and its activation derivatives are computed once per
+    neuron, not per direction (the Born terms of many potentials are expansions at the one
+    point U = 0).
+
+    The directions go through the network in chunks whose series (two layer-sized arrays and
+    the composed one) fit in the memory budget beside the result; a request whose result and
+    a single direction's series do not fit is refused before anything is allocated.
     """
     points = np.asarray(points, dtype=dtype)
     directions = np.asarray(directions, dtype=dtype)
     batch = directions.shape[0]
     shared = points.shape[0] == 1
     widths = [w.shape[0] for w in weights]
-    _check_memory(widths, batch, order + 1, np.dtype(dtype).itemsize, order, 1, "a directional expansion")
+    chunk, _ = directional_plan(widths, batch, directions.shape[1], order, np.dtype(dtype).itemsize)
+    kernels = resolve_kernels(hidden_activations, output_activation, order)
+    result = np.empty((batch, widths[-1], order + 1), dtype=dtype)
     with threads.single_blas_thread():  # feynmlp's threads instead, as in multivariate_series
-        return _directional(weights, biases, hidden_activations, output_activation, points, directions, order,
-                            dtype, batch, shared)
+        for start in range(0, batch, chunk):
+            stop = min(batch, start + chunk)
+            _directional(weights, biases, kernels, points if shared else points[start:stop], directions[start:stop],
+                         order, dtype, shared, result[start:stop])
+    return result
 
 
-def _directional(weights, biases, hidden_activations, output_activation, points, directions, order, dtype, batch,
-                 shared):
+def directional_plan(widths, batch: int, n_inputs: int, order: int, itemsize: int) -> tuple[int, int]:
+    """(directions per chunk, estimated peak bytes) of a directional expansion; refuses with
+    ResourceLimitError if it cannot fit in memory_budget().
+
+    Counted: the result; per direction of a chunk, three layer-sized series of order + 1
+    coefficients (a layer's input, its composed series and the next layer's) and the first
+    layer's two products; the caller's checks of the directions and of the result for
+    non-finite values (boolean arrays). The chunk is as large as the budget allows, up to
+    _CHUNK_BYTES per series.
+    """
+    steps = order + 1
+    result = batch * widths[-1] * steps * itemsize
+    inputs = 2 * batch * n_inputs  # the caller's finiteness check of the directions
+    per_direction = (3 * max(widths) * steps + 2 * widths[0]) * itemsize
+    room = memory_budget() - result - 2 * result // itemsize - inputs
+    chunk = int(min(batch, max(1, _CHUNK_BYTES // (max(widths) * steps * itemsize)), max(1, room // per_direction)))
+    needed = _check_memory(result, itemsize, inputs, chunk * per_direction,
+                           f"a directional expansion of order {order} for {batch} direction(s)",
+                           "use fewer directions per call")
+    return chunk, needed
+
+
+def _directional(weights, biases, kernels, points, directions, order, dtype, shared, result):
+    """The series of one chunk of directions, written to result (directions, n_out, order + 1)."""
+    batch = directions.shape[0]
     first = np.asarray(weights[0], dtype=dtype)
     series = workspace.array(("series", 0), (first.shape[0], batch, order + 1), dtype)
     series[:, :, 0] = first @ points.T + np.asarray(biases[0], dtype=dtype)[:, None]  # one column, or batch
@@ -288,7 +377,7 @@ def _directional(weights, biases, hidden_activations, output_activation, points,
     series[:, :, 2:] = 0.0
     step = order + 1
     for layer in range(1, len(weights)):
-        series, activated = _vertex_layer_directional(series, hidden_activations[layer - 1], order, shared)
+        series, activated = _vertex_layer_directional(series, kernels.compose[layer - 1], order, shared)
         weight = np.asarray(weights[layer], dtype=dtype)
         bias = np.asarray(biases[layer], dtype=dtype)
         out = workspace.array(("series", layer % 2), (weight.shape[0], batch, step), dtype)
@@ -304,16 +393,15 @@ def _directional(weights, biases, hidden_activations, output_activation, points,
         else:
             out[:, :, 0] += bias[:, None]
         series = out
-    if output_activation is not None:
-        series, _ = _vertex_layer_directional(series, output_activation, order, shared)
-    # A new array for the caller: the series above live in the workspace.
-    return series.transpose(1, 0, 2).copy()
+    if kernels.output is not None:
+        series, _ = _vertex_layer_directional(series, kernels.output, order, shared)
+    result[...] = series.transpose(1, 0, 2)
 
 
-def _vertex_layer_directional(series, activation, order, shared):
-    """The activation applied to (neurons, batch, order + 1) series, into the workspace; and,
-    when every direction shares one point, the activation's values (neurons,) at that point."""
-    module = kernel_module(activation, order)
+def _vertex_layer_directional(series, module, order, shared):
+    """The activation (its kernel module) applied to (neurons, batch, order + 1) series, into
+    the workspace; and, when every direction shares one point, the activation's values
+    (neurons,) at that point."""
     rows = series.reshape(-1, series.shape[-1])
     out = workspace.array("composed", rows.shape, rows.dtype)
     if not shared:

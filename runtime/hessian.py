@@ -34,7 +34,7 @@ from numba import njit
 
 from . import blas, threads, workspace
 from .blas import PLAIN, TRANSPOSED
-from .kernels import call_kernel, kernel_module
+from .kernels import call_kernel
 
 # Bytes of the Jacobians of one sub-block of points (all hidden layers side by side): the
 # sub-block stays in a core's L2 cache between the products that make and contract it.
@@ -50,8 +50,9 @@ _DIAGONAL_BLOCKS = 2
 _SHARED_FIRST_LAYER_POINTS_PER_VARIABLE = 0.5
 
 
-def expand(weights, biases, hidden_activations, points, variables, dtype, result, lo, hi) -> None:
-    """Coefficients up to order 2 of points lo..hi-1, into result[lo:hi] (batch, outputs, M).
+def expand(weights, biases, derivative_kernels, points, variables, dtype, result, lo, hi) -> None:
+    """Coefficients up to order 2 of points lo..hi-1, into result[lo:hi] (batch, outputs, M);
+    derivative_kernels: per hidden layer, the activation's kernel module of order 2.
 
     Runs in the caller's thread, with BLAS held to one thread by the caller (forward.py)."""
     dtype = np.dtype(dtype)
@@ -72,7 +73,7 @@ def expand(weights, biases, hidden_activations, points, variables, dtype, result
         np.matmul(activated, w.T, out=z_l)
         z_l += np.asarray(biases[l], dtype=dtype)
         layer = derivatives[3 * count * bounds[l]:3 * count * bounds[l + 1]].reshape(-1, 3)
-        call_kernel(kernel_module(hidden_activations[l], 2), "taylor_derivatives", z_l.reshape(-1), layer)
+        call_kernel(derivative_kernels[l], "taylor_derivatives", z_l.reshape(-1), layer)
         activated = layer.reshape(count, widths[l], 3)[:, :, 0]
     out = result[lo:hi]
     first = np.ascontiguousarray(hidden[0][:, variables])  # (n_1, n): D(1)

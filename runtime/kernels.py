@@ -17,7 +17,6 @@ module (`taylor_derivatives`, `compose_directional`, `compose_multivariate`, ORD
 """
 from __future__ import annotations
 
-import functools
 import importlib
 import json
 import logging
@@ -33,6 +32,7 @@ from importlib import resources
 from pathlib import Path
 
 from . import files, threads
+from .once import once
 from .activation_names import BUILTIN_ACTIVATIONS, canonical_name, check_order_supported
 from .errors import FeynmlpError, StaleKernelError
 from .kernel_signature import codegen_hash, file_digest, kernel_signature
@@ -72,9 +72,12 @@ def is_shipped(name: str, order: int) -> bool:
 
 
 def is_sympy_expression(obj) -> bool:
-    """True for a SymPy expression, without importing SymPy when the caller has not."""
-    sympy = sys.modules.get("sympy")
-    return sympy is not None and isinstance(obj, sympy.Basic)
+    """True for a SymPy expression, without importing SymPy when the caller has not.
+
+    Reads the object's own class hierarchy and never the sympy module: another thread may be
+    importing SymPy at this moment, and a partly initialised module has no Basic yet.
+    """
+    return any(cls.__name__ == "Basic" and cls.__module__ == "sympy.core.basic" for cls in type(obj).__mro__)
 
 
 def kernel_module(activation, order: int):
@@ -97,7 +100,7 @@ def kernel_module(activation, order: int):
 
 # ----------------------------------------------------------------------------- shipped kernels
 
-@functools.lru_cache(maxsize=1)
+@once
 def _manifest() -> dict:
     try:
         return json.loads(resources.files("feynmlp.generated").joinpath("manifest.json").read_text())
@@ -107,7 +110,7 @@ def _manifest() -> dict:
             "with: feynmlp generate-kernels --all") from exc
 
 
-@functools.lru_cache(maxsize=None)
+@once
 def _shipped_kernel(name: str, order: int):
     filename = f"{name}_order{order}.py"
     manifest = _manifest()
@@ -169,7 +172,7 @@ def cached_kernel_path(activation, order: int) -> Path:
     return cache_folder() / f"{stem}.py"
 
 
-@functools.lru_cache(maxsize=None)
+@once
 def _usable_cache_folder(candidate: str) -> Path:
     folder = Path(candidate)
     problem = _folder_problem(folder)
@@ -183,13 +186,20 @@ def _usable_cache_folder(candidate: str) -> Path:
 
 
 def _folder_problem(folder: Path) -> str | None:
-    """None if `folder` exists (or can be created), is writable and is not writable by everyone."""
+    """None if `folder` exists (or can be created), is writable and is not writable by everyone,
+    and no folder above it lets every user rename or replace what it holds."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         info = folder.stat()
         if info.st_mode & stat.S_IWOTH:
             # Anyone could put a module and a matching .sha256 there before this process does.
             return "is writable by every user"
+        for above in folder.resolve().parents:
+            mode = above.stat().st_mode
+            # Without the sticky bit (which /tmp has), anyone may rename a folder in there and
+            # put one of their own, with planted kernels, in its place.
+            if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
+                return f"lies in {str(above)!r}, which every user may write to without the sticky bit"
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
             pass
     except OSError as exc:
@@ -239,7 +249,7 @@ def _cache_entry(activation, order: int):
     return spec, signature, f"{spec.name}_order{order}_{signature[:16]}"
 
 
-@functools.lru_cache(maxsize=None)
+@once
 def _cached_kernel(activation, order: int, folder: Path):
     from filelock import FileLock, Timeout
 

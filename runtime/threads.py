@@ -7,8 +7,11 @@ every BLAS library to one thread meanwhile, since the threads are feynmlp's.
 """
 from __future__ import annotations
 
-import functools
+import contextlib
 import os
+import threading
+
+from .once import once
 
 
 def count() -> int:
@@ -52,6 +55,7 @@ def run_blocks(kernel, args: tuple, points: int, start: int = 0) -> None:
         future.result()
 
 
+@contextlib.contextmanager
 def single_blas_thread():
     """Context: every BLAS library on one thread, while feynmlp's own threads use the cores.
 
@@ -60,11 +64,59 @@ def single_blas_thread():
     after any threaded call OpenBLAS's workers spin, waiting for more work, for tens of
     milliseconds, which on a machine with as many cores as feynmlp has threads took a core
     from the work that followed (a contraction took 64 ms alone, 103 ms right after one
-    two-thread matrix product)."""
-    return _blas_controller().limit(limits=1, user_api="blas")
+    two-thread matrix product).
+
+    The BLAS thread count is a setting of the whole process, so calls that overlap (from
+    several user threads) share one limit: the first to enter sets it, the last to leave
+    restores what was there before the first entered. Meanwhile every BLAS call of the
+    process runs on one thread, the user's own NumPy products included.
+    """
+    global _blas_users, _blas_saved
+    with _blas_lock:
+        if _blas_users == 0:
+            libraries = _blas_controller().select(user_api="blas").lib_controllers
+            _blas_saved = [(library, library.get_num_threads()) for library in libraries]
+            _set_blas_threads([(library, 1) for library in libraries])
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                saved, _blas_saved = _blas_saved, []
+                _set_blas_threads(saved)
 
 
-@functools.lru_cache(maxsize=1)
+# How many calls are inside single_blas_thread(), and the thread counts found when the first
+# of them entered.
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_saved: list = []
+
+
+def _set_blas_threads(settings) -> None:
+    """Set each BLAS library's (process-wide) thread count, from whichever thread calls.
+
+    threadpoolctl lets one thread at a time change OpenBLAS's count (the first to change it,
+    until it lets go) and silently ignores the others; here the first call to enter and the
+    last to leave may run in different threads, so each change takes control and lets go.
+    """
+    import threadpoolctl
+
+    release = getattr(getattr(threadpoolctl, "OpenBLASController", None), "clear_controlling_thread", None)
+    if release is not None:
+        release(force=True)
+    try:
+        for library, count in settings:
+            if count is not None:
+                library.set_num_threads(count)
+    finally:
+        if release is not None:
+            release(force=True)
+
+
+@once
 def _blas_controller():
     """The BLAS libraries' thread controls, NumPy's and SciPy's (loaded first, so it is seen)."""
     from threadpoolctl import ThreadpoolController
@@ -76,14 +128,21 @@ def _blas_controller():
     return ThreadpoolController()
 
 
-@functools.lru_cache(maxsize=4)
+@once
 def _pool(workers: int):
     from concurrent.futures import ThreadPoolExecutor
 
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="feynmlp")
 
 
-# A forked child has none of the parent's threads: it must start its own pool, not wait on
-# work that no thread will ever take (multiprocessing with fork, data-loader workers).
+def _after_fork_in_child() -> None:
+    # A forked child has none of the parent's threads: it must start its own pool, not wait on
+    # work that no thread will ever take (multiprocessing with fork, data-loader workers); and
+    # no parent thread is inside single_blas_thread() there.
+    global _blas_lock, _blas_users, _blas_saved
+    _pool.cache_clear()
+    _blas_lock, _blas_users, _blas_saved = threading.Lock(), 0, []
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_pool.cache_clear)
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -76,3 +76,61 @@ def test_forked_child_expands_after_the_parent_used_the_pool():
         pytest.fail("the forked child hung: it waited on the parent's worker threads")
     assert child.exitcode == 0
     np.testing.assert_allclose(queue.get(timeout=10), expected, rtol=1e-13, atol=0)
+
+
+
+def _blas_threads() -> dict:
+    from threadpoolctl import threadpool_info
+
+    return {info["filepath"]: info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
+
+
+def test_overlapping_calls_keep_blas_on_one_thread_until_the_last_leaves():
+    """Calls from two user threads overlap: A enters, B enters, A leaves, B leaves. BLAS stays
+    on one thread until B has left, and then has the settings it had before A entered."""
+    from threadpoolctl import threadpool_limits
+
+    threads._blas_controller()  # SciPy's BLAS is loaded, so that it is counted below
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = _blas_threads()
+        assert before and all(count == 2 for count in before.values()), before
+        a_entered, b_entered, a_left = threading.Event(), threading.Event(), threading.Event()
+        seen = {}
+
+        def a():
+            with threads.single_blas_thread():
+                a_entered.set()
+                b_entered.wait(5)
+                seen["A inside"] = _blas_threads()
+            a_left.set()
+
+        def b():
+            a_entered.wait(5)
+            with threads.single_blas_thread():
+                b_entered.set()
+                a_left.wait(5)
+                seen["B after A left"] = _blas_threads()
+
+        workers = [threading.Thread(target=a), threading.Thread(target=b)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(10)
+        assert len(seen) == 2 and all(count == 1 for counts in seen.values() for count in counts.values()), seen
+        assert _blas_threads() == before
+
+
+def test_expansions_from_user_threads_restore_the_blas_setting():
+    from threadpoolctl import threadpool_limits
+
+    mlp = feynmlp.MLP([np.eye(4), np.ones((1, 4))], None, activation="tanh")
+    x = np.random.default_rng(0).normal(size=(64, 4))
+    threads._blas_controller()
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = _blas_threads()
+        workers = [threading.Thread(target=lambda: [feynmlp.taylor(mlp, x, 3) for _ in range(20)]) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        assert _blas_threads() == before
