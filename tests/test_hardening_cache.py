@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import subprocess
 import sys
 import tempfile
@@ -379,3 +380,25 @@ def test_waiting_for_a_stuck_generator_times_out_clearly(cache, monkeypatch):
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o1777])
+def test_cache_in_a_folder_everyone_may_write_needs_the_sticky_bit(mode, tmp_path, monkeypatch, private_tmp,
+                                                                   reference_text):
+    """FEYNMLP_CACHE_DIR writable by everyone: without the sticky bit anyone may replace its
+    kernels folder with one of their own, so it is not used; with it (as /tmp) it is."""
+    import warnings
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, mode)
+    monkeypatch.setenv("FEYNMLP_CACHE_DIR", str(shared))
+    if mode & stat.S_ISVTX:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            module = kernels.kernel_module(ACTIVATION, ORDER)
+        assert Path(module.__file__).parent == shared / "kernels"
+    else:
+        with pytest.warns(RuntimeWarning, match="without the sticky bit"):
+            module = kernels.kernel_module(ACTIVATION, ORDER)
+        assert Path(module.__file__).is_relative_to(private_tmp)

@@ -1,0 +1,88 @@
+"""The memory guards hold: the measured peak of a call stays within its estimate (+10 %).
+
+Each case runs in a fresh process: a warm-up call loads the kernels, the kernel's peak
+resident size is reset (/proc/self/clear_refs), the call runs, and the growth of the peak
+(VmHWM) over the resident size before the call is compared with the estimate the guard
+made for that call (read by wrapping feynmlp.forward._check_memory).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux's /proc/self/clear_refs")
+
+_CHILD = r'''
+import json, sys
+import numpy as np
+import feynmlp
+from feynmlp import forward
+
+case = json.loads(sys.argv[1])
+
+
+def memory():
+    values = {}
+    for line in open("/proc/self/status"):
+        key, _, rest = line.partition(":")
+        if key in ("VmHWM", "VmRSS"):
+            values[key] = int(rest.split()[0]) * 1024
+    return values
+
+
+rng = np.random.default_rng(0)
+n, width, outputs = case["n"], case["width"], case["outputs"]
+weights = [rng.normal(size=(width, n)) / 6, rng.normal(size=(width, width)) / 8, rng.normal(size=(outputs, width)) / 8]
+mlp = feynmlp.MLP(weights, None, activation="tanh")
+x = rng.normal(size=(case["batch"], n))
+if case["kind"] == "directional":
+    call = lambda rows: feynmlp.directional(mlp, np.zeros(n), x[:rows], case["order"])
+else:
+    call = lambda rows: feynmlp.taylor(mlp, x[:rows], case["order"], scheme=case["scheme"]).coefficients
+call(3)
+estimates = []
+check = forward._check_memory
+forward._check_memory = lambda *args, **kwargs: estimates.append(check(*args, **kwargs)) or estimates[-1]
+with open("/proc/self/clear_refs", "w") as handle:
+    handle.write("5")
+before = memory()["VmRSS"]
+result = call(case["batch"])
+print(json.dumps({"estimate": estimates[-1], "growth": memory()["VmHWM"] - before, "result": result.nbytes,
+                  "budget": forward.memory_budget()}))
+'''
+
+CASES = {
+    # 400,000 directions against a 0.3 GB budget: the result is 15 MB, the series are not.
+    "directional order 4, 400k directions, 0.3 GB": dict(kind="directional", order=4, n=32, width=64, outputs=1,
+                                                        batch=400_000, budget="0.3"),
+    "directional order 8, 200k directions, 0.3 GB": dict(kind="directional", order=8, n=32, width=64, outputs=1,
+                                                        batch=200_000, budget="0.3"),
+    "taylor order 2 (Hessian path), 20k points": dict(kind="taylor", order=2, n=32, width=64, outputs=1,
+                                                     batch=20_000, scheme="auto"),
+    "taylor order 3, top vertex, 2000 points": dict(kind="taylor", order=3, n=32, width=64, outputs=1, batch=2000,
+                                                   scheme="auto"),
+    "taylor order 3, top vertex, 4 outputs": dict(kind="taylor", order=3, n=32, width=64, outputs=4, batch=300,
+                                                 scheme="top-vertex"),
+    "taylor order 3, forward, 8 outputs": dict(kind="taylor", order=3, n=32, width=64, outputs=8, batch=1000,
+                                              scheme="forward"),
+    "taylor order 4, top vertex, 60 points": dict(kind="taylor", order=4, n=32, width=64, outputs=1, batch=60,
+                                                 scheme="auto"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_peak_memory_stays_within_the_estimate(name):
+    case = CASES[name]
+    env = dict(os.environ)
+    if "budget" in case:
+        env["FEYNMLP_MAX_MEMORY_GB"] = case["budget"]
+    done = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(case)], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    assert measured["estimate"] <= measured["budget"]
+    assert measured["growth"] <= 1.1 * measured["estimate"], measured
