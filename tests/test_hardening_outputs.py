@@ -251,12 +251,13 @@ def test_a_vanished_device_is_not_recreated_as_a_file(tmp_path, monkeypatch):
     assert tree(tmp_path) == []
 
 
-def test_dash_writes_bytes_to_standard_output():
+def test_dash_writes_bytes_to_standard_output(tmp_path):
     code = ("from feynmlp.files import atomic_write; import sys; print('first', flush=False); "
             "atomic_write('-', bytes(range(256))); print('last')")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == b"first\n" + bytes(range(256)) + b"last\n"
+    assert tree(tmp_path) == []  # no file named "-"
 
 
 def test_write_if_changed_does_not_read_a_fifo(tmp_path):
@@ -376,11 +377,12 @@ def test_rules_out_fifo_gets_the_document(tmp_path, capsys, fmt):
     assert tree(tmp_path) == ["pipe"]
 
 
-def test_rules_png_to_standard_output():
+def test_rules_png_to_standard_output(tmp_path):
     proc = subprocess.run([str(FEYNMLP), "rules", "--order", "2", "--format", "png", "--out", "-"],
-                          capture_output=True, timeout=120)
+                          capture_output=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout[:8] == PNG_MAGIC and proc.stdout.rstrip(b"\n").endswith(b"IEND\xaeB`\x82")
+    assert proc.stdout[:8] == PNG_MAGIC and proc.stdout.endswith(b"IEND\xaeB`\x82")
+    assert tree(tmp_path) == []
 
 
 def test_rules_out_socket_exits_2_with_one_line(tmp_path, capsys):
