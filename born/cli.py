@@ -156,6 +156,10 @@ def _add_reproduce_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_reproduce(args: argparse.Namespace) -> int:
     from feynmlp.errors import FeynmlpError
+    from feynmlp.files import check_output_folder
+
+    # Before anything slow (importing torch, training): a bad --out fails at once.
+    check_output_folder(args.out, advice="choose another --out")
 
     from .perturbation import get_preset
     from .report import reproduce

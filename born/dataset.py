@@ -19,12 +19,11 @@ import errno
 import json
 import os
 import sys
-import tempfile
 
 import numpy as np
 
 from feynmlp.errors import FeynmlpError
-from feynmlp.files import atomic_writer
+from feynmlp.files import atomic_writer, check_output_file
 
 from ._checks import check_positive_int
 from .born_series import born_terms
@@ -137,20 +136,10 @@ def check_output_path(out) -> str:
             f"use e.g. {os.path.splitext(os.fspath(out))[0] or 'data'}.npz")
     if os.path.isdir(path):
         raise FeynmlpError(f"the output path {path!r} is a folder; give a file name ending in .npz")
-    folder = os.path.dirname(path)
-    if not os.path.isdir(folder):
-        raise FeynmlpError(
-            f"the output folder {folder!r} does not exist; create it first (mkdir -p) or choose "
-            "another output path")
-    # Probe with a real file: os.access says yes to root even on read-only file systems.
-    try:
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".feynmlp-probe-", suffix=".tmp")
-    except OSError as exc:
-        raise FeynmlpError(
-            f"cannot write to the output folder {folder!r} ({exc.strerror}); choose a writable "
-            "folder") from None
-    os.close(fd)
-    os.remove(probe)
+    # A symbolic link is checked (and later written) at the file it leads to; a FIFO or a
+    # character device needs no folder. The probe is a real file: os.access says yes to root
+    # even on read-only file systems and in /proc.
+    check_output_file(path, advice="choose a writable folder")
     return path
 
 
@@ -159,7 +148,9 @@ def save_dataset(path, arrays: dict, metadata: dict) -> str:
 
     The file is written to a temporary file in the same folder and moved into place with
     os.replace, so a reader never sees half a file; on any failure (a full disk included) the
-    temporary file is removed and nothing is left behind.
+    temporary file is removed and nothing is left behind. Through a symbolic link the file it
+    leads to is replaced; a FIFO or a character device is written in place
+    (feynmlp.files.atomic_writer).
     """
     path = check_output_path(path)
     payload = {k: np.ascontiguousarray(arrays[k]) for k in _ARRAYS}

@@ -6,7 +6,8 @@ In: a `PerturbationRun` (feynmlp.born.perturbation) and an output folder. Out:
   Born order, histograms of the relative errors `born_relative_errors(run)` on log axes;
 - `write_report(run, metrics, out, figures)`: report.md, which states every goal of the full
   preset as met or missed, and by how much;
-- `reproduce(preset, out)`: all of it, as `feynmlp born reproduce` runs it.
+- `reproduce(preset, out)`: all of it, as `feynmlp born reproduce` runs it; the folder is
+  checked before the training, and every file goes through feynmlp.files.atomic_writer.
 
 Definitions (all coefficients are ensemble means over an iteration's members):
     e1     = |d f1(0) - c| / |c|                     (Euclidean norms)
@@ -23,6 +24,9 @@ import os
 import time
 
 import numpy as np
+
+from feynmlp.errors import FeynmlpError
+from feynmlp.files import atomic_write, atomic_writer, check_output_folder
 
 _TOP_DIRECTIONS = 8
 
@@ -146,8 +150,7 @@ def write_figures(run, out) -> dict:
     axes[1].set_xlabel("r / R"); axes[1].set_title("difference"); axes[1].legend()
     fig.tight_layout()
     files["first_order"] = "first_order.png"
-    fig.savefig(os.path.join(out, files["first_order"]), dpi=110)
-    plt.close(fig)
+    _save_figure(plt, fig, os.path.join(out, files["first_order"]))
 
     rows = its[:2]
     fig, axes = plt.subplots(len(rows), 3, figsize=(13, 4 * len(rows)), squeeze=False)
@@ -163,8 +166,7 @@ def write_figures(run, out) -> dict:
             fig.colorbar(im, ax=ax, shrink=0.8)
     fig.tight_layout()
     files["second_order"] = "second_order_heatmaps.png"
-    fig.savefig(os.path.join(out, files["second_order"]), dpi=110)
-    plt.close(fig)
+    _save_figure(plt, fig, os.path.join(out, files["second_order"]))
 
     born = run.test_born
     files["born_terms"] = "born_terms.png"
@@ -188,9 +190,20 @@ def write_figures(run, out) -> dict:
         axes[1].set_title("against the exact scattering length")
         fig.tight_layout()
         files["ml2"] = "ml2_vs_born.png"
-        fig.savefig(os.path.join(out, files["ml2"]), dpi=110)
-        plt.close(fig)
+        _save_figure(plt, fig, os.path.join(out, files["ml2"]))
     return files
+
+
+def _save_figure(plt, fig, path) -> None:
+    """Write `fig` as a PNG through feynmlp.files.atomic_writer, then close it."""
+    try:
+        with atomic_writer(path) as handle:
+            fig.savefig(handle, format="png", dpi=110)
+    except OSError as exc:
+        raise FeynmlpError(f"cannot write {path!r}: {exc.strerror or exc}; check the folder and "
+                           "the free space") from None
+    finally:
+        plt.close(fig)
 
 
 def born_relative_errors(run) -> dict:
@@ -235,8 +248,7 @@ def _born_error_histograms(plt, run, path) -> None:
         ax.set_title(f"Born term a_{k} ({len(run.test_a)} test potentials)")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_figure(plt, fig, path)
 
 
 # ----------------------------------------------------------------------------- report.md
@@ -305,8 +317,7 @@ def write_report(run, metrics: dict, out, figures: dict | None = None) -> str:
               "input U, output in units of R, all scalings folded in). Hyper-parameters and "
               "per-network training metrics are in metrics.json and in each model's record.", ""]
     path = os.path.join(os.fspath(out), "report.md")
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write("\n".join(lines))
+    atomic_write(path, "\n".join(lines))
     return path
 
 
@@ -318,7 +329,12 @@ def reproduce(preset, out, progress: bool = False, log=None, figures: bool = Tru
     if isinstance(preset, str):
         preset = get_preset(preset)
     out = os.fspath(out)
-    os.makedirs(out, exist_ok=True)
+    check_output_folder(out)  # before the training, which takes minutes
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:  # the folder changed since it was checked
+        raise FeynmlpError(f"cannot create the output folder {out!r}: {exc.strerror or exc}; "
+                           "choose another output folder") from None
     start = time.perf_counter()
     run = run_iterations(preset, out_dir=out, progress=progress, log=log)
     metrics = compute_metrics(run)
@@ -326,7 +342,6 @@ def reproduce(preset, out, progress: bool = False, log=None, figures: bool = Tru
     files = write_figures(run, out) if figures else {}
     metrics["figures"] = files
     metrics["wall_seconds"] = time.perf_counter() - start
-    with open(os.path.join(out, "metrics.json"), "w", encoding="utf-8") as fh:
-        json.dump(metrics, fh, indent=2, sort_keys=True)
+    atomic_write(os.path.join(out, "metrics.json"), json.dumps(metrics, indent=2, sort_keys=True))
     write_report(run, metrics, out, files)
     return metrics

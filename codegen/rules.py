@@ -2,8 +2,10 @@
 
 In: command-line arguments (--order, --format, --out, --depth, --by-shape/--all-trees,
 --expand-layers). Out: the rules as plain text or a standalone LaTeX document (stdout, or a
-file), or a PNG grid of the drawn diagrams (a file). Files are written atomically: a temporary
-file in the target folder, then os.replace, so a failure leaves nothing half-written.
+file), or a PNG grid of the drawn diagrams (a file, or stdout with --out -). Files are written
+with feynmlp.files.atomic_writer: a temporary file in the target's folder, then os.replace, so
+a failure leaves nothing half-written; a symbolic link is written through to its target, a FIFO
+or a character device in place.
 
 Module-level imports stay light (the CLI imports every subcommand to build its parser);
 SymPy, Jinja2 and matplotlib are imported inside `run`.
@@ -15,7 +17,7 @@ import os
 import sys
 
 from ..errors import FeynmlpError
-from ..files import atomic_writer
+from ..files import STDOUT, atomic_writer, check_output_file
 
 # The command stops at order 7: 39208 labelled trees in 90 shapes. Beyond that (order 8:
 # 660032 trees, 260 shapes; order 9: 12.8 million) a printed listing is no longer something
@@ -69,8 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", "-f", choices=("text", "latex", "png"), default="text",
                         help="output format (default: text)")
     parser.add_argument("--out", "-o", metavar="FILE", default=None,
-                        help="output file (default: stdout for text and latex; for png "
-                             f"{DEFAULT_PNG_NAME.format(order='K')} in the current folder)")
+                        help="output file, or - for stdout (default: stdout for text and latex; "
+                             f"for png {DEFAULT_PNG_NAME.format(order='K')} in the current folder)")
     parser.add_argument("--depth", "-H", type=int, default=DEFAULT_DEPTH, metavar="H",
                         help="number of hidden layers H: the layer sums run over 1..H and the "
                              f"output layer is L = H + 1 (default: {DEFAULT_DEPTH})")
@@ -109,22 +111,22 @@ def _count(order: int) -> int:
     return count_trees(order)
 
 
-def _target(path: str) -> str:
-    """The absolute output path, after checking that its folder exists and is writable."""
+def _target(path: str) -> tuple[str, bool]:
+    """(the absolute output path, whether it is a regular file), after checking that it can be
+    written: a file's folder must exist and accept a new file; a symbolic link is checked at
+    its target; a FIFO, a character device or '-' (stdout) is written in place."""
+    if path == STDOUT:
+        return path, False
     target = os.path.abspath(os.path.expanduser(path))
     if os.path.isdir(target):
         raise FeynmlpError(f"--out {path!r} is a folder; give a file name inside it")
-    folder = os.path.dirname(target)
-    if not os.path.isdir(folder):
-        raise FeynmlpError(f"the output folder {folder!r} does not exist; create it or choose "
-                           "another --out")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise FeynmlpError(f"the output folder {folder!r} is not writable; choose another --out")
-    return target
+    kind = check_output_file(target, advice="choose another --out").kind
+    return target, kind == "file"
 
 
 def _write_atomically(target: str, write) -> None:
-    """Call write(file object) on a temporary file beside `target`, then move it into place."""
+    """Call write(file object) through feynmlp.files.atomic_writer: a temporary file beside
+    `target` moved into place, or the stream itself for a FIFO, a device or stdout."""
     try:
         with atomic_writer(target) as handle:
             write(handle)
@@ -139,11 +141,9 @@ def run(args: argparse.Namespace) -> int:
     out = args.out
     if fmt == "png" and out is None:
         out = DEFAULT_PNG_NAME.format(order=order)
-    target = _target(out) if out not in (None, "-") else None
+    target, regular = _target(out) if out is not None else (None, False)
 
     if fmt == "png":
-        if target is None:
-            raise FeynmlpError("--format png writes a file; give --out FILE.png, not '-'")
         from .diagram_drawing import write_png_grid
         from .diagrams import tree_shapes, trees
 
@@ -159,16 +159,23 @@ def run(args: argparse.Namespace) -> int:
             entries = [(t, str(t)) for t in trees(order)]
             title = f"order {order}: {len(entries)} labelled tree{'s' if len(entries) != 1 else ''}"
         _write_atomically(target, lambda fh: write_png_grid(entries, fh, title=title))
-        print(f"wrote {target}")
+        _report(target, regular)
         return 0
 
     from .latex_rules import rules_latex, rules_text
 
     make = rules_latex if fmt == "latex" else rules_text
     text = make(order, depth, by_shape=args.by_shape, expand_layers=args.expand_layers)
-    if target is None:
+    if target is None or target == STDOUT:
         sys.stdout.write(text)
         return 0
     _write_atomically(target, lambda fh: fh.write(text.encode("utf-8")))
-    print(f"wrote {target}")
+    _report(target, regular)
     return 0
+
+
+def _report(target: str, regular: bool) -> None:
+    # Only for files: a stream (a FIFO, /dev/stdout, a terminal) may be where stdout goes
+    # too, and the line would end up inside the document.
+    if regular:
+        print(f"wrote {target}")

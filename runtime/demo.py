@@ -45,10 +45,16 @@ def example_network(seed: int = 0):
 
 def run(args) -> int:
     from .errors import FeynmlpError
-    from .taylor import diagram_contributions, taylor
+    from .files import check_output_folder
 
     if args.order < 2 or args.order > 6:
         raise FeynmlpError(f"the demo runs orders 2..6, got --order {args.order}")
+    if args.out is not None:
+        # Before any computation: a bad --out fails at once, not after the whole tour.
+        check_output_folder(args.out, advice="choose another --out")
+
+    from .taylor import diagram_contributions, taylor
+
     mlp = example_network(args.seed)
     x0 = np.array([0.3, -0.2, 0.5, 0.1])
     print(f"network: {mlp!r}")
@@ -94,7 +100,11 @@ def run(args) -> int:
 
         from .codegen import rules
 
-        args.out.mkdir(parents=True, exist_ok=True)
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # the folder changed since it was checked
+            raise FeynmlpError(f"cannot create the output folder {str(args.out)!r}: "
+                               f"{exc.strerror or exc}; choose another --out") from None
         rules_order = min(args.order, 4)
         rules.run(argparse.Namespace(order=rules_order, format="png", out=str(args.out / f"rules-order{rules_order}.png"),
                                      depth=2, by_shape=None, expand_layers=False))

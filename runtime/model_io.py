@@ -27,7 +27,9 @@ Reading never unpickles (np.load(..., allow_pickle=False), safetensors.safe_open
 sizes against the document before loading arrays, accepts float64, float32 and float16
 arrays (widened to float64) and refuses every other dtype. Writing goes to a temporary file
 in the target folder that replaces the target with os.replace only once complete; a failed
-write leaves no file behind. Writing is deterministic (sorted JSON, fixed zip timestamps).
+write leaves no file behind. A symbolic link is written through to the file it leads to, a
+FIFO or a character device in place (feynmlp.files.atomic_writer). Writing is deterministic
+(sorted JSON, fixed zip timestamps).
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ import numpy as np
 
 from .activation_names import canonical_name
 from .errors import FeynmlpError, ModelFileError
-from .files import atomic_writer
+from .files import atomic_writer, output_target
 from .mlp import MLP
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "SUFFIXES", "save", "load", "read_metadata"]
@@ -154,13 +156,15 @@ def save(mlp: MLP, path: str | os.PathLike, record: dict | None = None) -> None:
 
     Args:
         mlp: the network.
-        path: the file; its suffix chooses the format. An existing file is replaced.
+        path: the file; its suffix chooses the format. An existing file is replaced (through
+            a symbolic link, its target); a FIFO or a character device is written in place.
         record: a free-form JSON-serialisable dict stored beside the arrays (training
             hyper-parameters, data set, seed, ...). None: `mlp.record`.
 
     Raises:
-        ModelFileError: unknown suffix, missing folder, path is a folder, or the write failed
-            (the target is then left as it was and no temporary file remains).
+        ModelFileError: unknown suffix, missing folder, path is a folder, a socket or a block
+            device, or the write failed (the target is then left as it was and no temporary
+            file remains).
         FeynmlpError: the record is not JSON-serialisable, or `mlp` is not an MLP.
         UnsupportedActivationError: a custom activation that could not be read back.
     """
@@ -174,11 +178,17 @@ def save(mlp: MLP, path: str | os.PathLike, record: dict | None = None) -> None:
     if not isinstance(record, dict):
         raise FeynmlpError(f"record must be a dict, got the {type(record).__name__} {record!r}")
     document = _document(mlp, record)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise ModelFileError(f"{path}: the folder {folder} does not exist; create it first")
     if os.path.isdir(path):
         raise ModelFileError(f"{path} is a folder; give a file name ending in {suffix}")
+    try:
+        target = output_target(path)
+    except FeynmlpError as exc:
+        raise ModelFileError(str(exc)) from None
+    if target.kind == "file":
+        # For a symbolic link, the folder of the file it leads to.
+        folder = os.path.dirname(os.path.abspath(target.path))
+        if not os.path.isdir(folder):
+            raise ModelFileError(f"{path}: the folder {folder} does not exist; create it first")
 
     tensors = {}
     for layer, (w, b) in enumerate(zip(mlp.weights, mlp.biases)):
