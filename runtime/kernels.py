@@ -25,6 +25,7 @@ import os
 import stat
 import sys
 import tempfile
+import threading
 import time
 import types
 import warnings
@@ -32,10 +33,10 @@ from importlib import resources
 from pathlib import Path
 
 from . import files, threads
-from .once import once
 from .activation_names import BUILTIN_ACTIVATIONS, canonical_name, check_order_supported
 from .errors import FeynmlpError, StaleKernelError
 from .kernel_signature import codegen_hash, file_digest, kernel_signature
+from .once import once
 
 log = logging.getLogger("feynmlp")
 
@@ -49,6 +50,9 @@ _CACHE_PACKAGE = "feynmlp_kernel_cache"
 LOCK_FOLDER = ".locks"
 # How long a process waits for another one generating the same kernel before giving up.
 LOCK_TIMEOUT_S = 900
+# Symbolic work (SymPy, Jinja2) runs in one thread of the process at a time: SymPy's caches and
+# assumptions are not made for concurrent use, and the work holds the GIL, so nothing is lost.
+_SYMBOLIC = threading.RLock()
 
 
 def validate_order(order) -> int:
@@ -242,10 +246,11 @@ def _user_tag() -> str:
 
 def _cache_entry(activation, order: int):
     """(spec, signature, file stem) of one cached kernel; the signature keys the cache."""
-    from .codegen import activations, generate  # the only runtime path that imports SymPy
+    with _SYMBOLIC:
+        from .codegen import activations, generate  # the only runtime path that imports SymPy
 
-    spec = activations.get_activation(activation)
-    signature = kernel_signature(spec.signature(), order, generate.sympy_series())
+        spec = activations.get_activation(activation)
+        signature = kernel_signature(spec.signature(), order, generate.sympy_series())
     return spec, signature, f"{spec.name}_order{order}_{signature[:16]}"
 
 
@@ -318,7 +323,8 @@ def _generate_entry(spec, order: int, signature: str, path: Path, sidecar: Path)
 
     started = time.perf_counter()
     log.info("feynmlp: generating kernel %s (order %d) into %s", spec.name, order, path.parent)
-    kernel = generate.render_kernel(spec, order)  # a failure here has written nothing
+    with _SYMBOLIC:
+        kernel = generate.render_kernel(spec, order)  # a failure here has written nothing
     if kernel.signature != signature:  # pragma: no cover - the two are computed the same way
         raise StaleKernelError(f"generated kernel {path.name} has signature {kernel.signature}, expected "
                                f"{signature}; the generator is inconsistent")
