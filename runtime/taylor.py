@@ -21,11 +21,12 @@ from .kernels import kernel_module, validate_order
 from .mlp import MLP
 
 # Working memory of one chunk of e(h) (the monomials of a group of displacements) and of one
-# chunk of a dense tensor's fill: small enough to stay in cache, large enough that the
-# per-chunk NumPy calls cost nothing next to the arithmetic (measured: 1 to 32 MiB give the same
-# speed for 40 displacements in 60 variables at order 4; larger chunks only use more memory).
+# chunk of a dense tensor's copy: large enough that the per-chunk NumPy calls cost nothing next
+# to the arithmetic, small enough to bound the temporaries (measured: chunks of 1 to 32 MiB give
+# the same speed for 40 displacements in 60 variables at order 4, and for 100 000 in 3).
 _EVALUATION_CHUNK_BYTES = 2 * 2**20
 _TENSOR_CHUNK_BYTES = 8 * 2**20
+# Entries of a dense tensor copied as one contiguous block (see _tensor_split): 4 KiB of float64.
 _TENSOR_BLOCK = 512
 
 
@@ -163,12 +164,13 @@ class TaylorExpansion:
         flat = h.reshape(-1, n)
         count = flat.shape[0]
         itemsize = self.dtype.itemsize
-        top = multi_index.count_of_order(n, self.order)  # the widest degree: its temporary
-        per_displacement = (columns + top) * itemsize
+        per_displacement = columns * itemsize  # its monomials
         # The result, the index tables (the layout's sorted tuples, the parent/variable tables:
-        # order + 3 integers per column) and a few integers per column of the top degree (their
-        # construction; np.take's copy of a read-only index table), all counted before any is built.
-        fixed = count * n_out * itemsize + 8 * (self.order + 3) * columns + 32 * top
+        # order + 3 integers per column) and the slices of the multiplication (the factors and
+        # np.take's copy of a read-only index slice: at most one chunk each, and at most 8 bytes
+        # per column of the top degree and displacement), all counted before any is built.
+        slices = min(2 * _EVALUATION_CHUNK_BYTES, 16 * multi_index.count_of_order(n, self.order) * count)
+        fixed = count * n_out * itemsize + 8 * (self.order + 3) * columns + slices
         budget = forward.memory_budget()
         if fixed + per_displacement > budget:
             raise ResourceLimitError(
@@ -182,22 +184,27 @@ class TaylorExpansion:
         parent, variable = multi_index.parents(n, self.order)
         result = np.empty((count, n_out), dtype=self.dtype)
         monomial_buffer = np.empty(columns * group, dtype=self.dtype)
-        factor_buffer = np.empty(top * group, dtype=self.dtype)
         for lo in range(0, count, group):
             hi = min(count, lo + group)
             width = hi - lo
             powers = np.ascontiguousarray(flat[lo:hi].T)  # (n, width): one row per variable
             monomials = monomial_buffer[:columns * width].reshape(columns, width)
             monomials[0] = 1
+            step = max(1, _EVALUATION_CHUNK_BYTES // (width * max(itemsize, 8)))
             for degree in range(1, self.order + 1):
-                a, b = int(offsets[degree]), int(offsets[degree + 1])
-                # Reading only the lower degrees (monomials[:a]) and mode="clip" spare np.take the
-                # buffer it makes for overlapping or bounds-checked output; the tables hold valid rows.
-                np.take(monomials[:a], parent[a:b], axis=0, out=monomials[a:b], mode="clip")
-                factors = factor_buffer[:(b - a) * width].reshape(b - a, width)
-                np.take(powers, variable[a:b], axis=0, out=factors, mode="clip")
-                monomials[a:b] *= factors
-            if self._single:
+                for a in range(int(offsets[degree]), int(offsets[degree + 1]), step):
+                    b = min(int(offsets[degree + 1]), a + step)
+                    # Reading only lower degrees (monomials[:a]) and mode="clip" spare np.take the
+                    # buffer it makes for overlapping or bounds-checked output; the tables hold
+                    # valid rows only.
+                    np.take(monomials[:a], parent[a:b], axis=0, out=monomials[a:b], mode="clip")
+                    monomials[a:b] *= np.take(powers, variable[a:b], axis=0, mode="clip")
+            if self._single and n_out * width <= 32:
+                # Few products of long vectors: NumPy's own loop. A BLAS call here would wake
+                # its threads for about 0.5 ms of work; measured on a busy machine that cost
+                # 5 ms per call, more than building the monomials.
+                result[lo:hi] = np.einsum("om,mw->wo", self._coefficients[0], monomials)
+            elif self._single:
                 result[lo:hi] = (self._coefficients[0] @ monomials).T
             else:
                 result[lo:hi] = np.einsum("bom,mb->bo", self._coefficients[lo:hi], monomials)
