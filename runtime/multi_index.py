@@ -215,3 +215,57 @@ def _distinct_orderings(members: np.ndarray) -> np.ndarray:
         run = np.where(same, run + 1, 1.0)
         weights /= np.where(same, run, 1.0)
     return weights
+
+
+@functools.lru_cache(maxsize=16)
+def parents(n: int, order: int) -> tuple[np.ndarray, np.ndarray]:
+    """(parent, variable), one entry per column: the monomial of column c is the monomial of
+    column parent[c] (one degree lower) times the variable variable[c], so that all monomials
+    at a point build degree by degree with one gather-multiply per degree. Column 0 (the
+    constant) has parent 0 and the sentinel variable n. Read-only intp arrays."""
+    offsets, _, padded = layout(n, order)
+    parent = np.zeros(offsets[-1], dtype=np.intp)
+    variable = np.full(offsets[-1], n, dtype=np.intp)
+    for k in range(1, order + 1):
+        # In lexicographic order the sorted k-tuples come in runs that share their first k - 1
+        # entries, one run per (k-1)-tuple in its own order, of length n - (its last entry).
+        lower = padded[offsets[k - 1]:offsets[k]]
+        runs = n - lower[:, k - 2] if k > 1 else np.array([n])
+        parent[offsets[k]:offsets[k + 1]] = np.repeat(np.arange(offsets[k - 1], offsets[k]), runs)
+        variable[offsets[k]:offsets[k + 1]] = padded[offsets[k]:offsets[k + 1], k - 1]
+    parent.setflags(write=False)
+    variable.setflags(write=False)
+    return parent, variable
+
+
+@functools.lru_cache(maxsize=16)
+def factorials(n: int, order: int) -> np.ndarray:
+    """alpha! = prod_i alpha_i! for each column, as float64 (exact: at most order! <= 16!),
+    from the runs of equal variables in the sorted tuples (no (M, n) exponent table)."""
+    _, _, padded = layout(n, order)
+    result = np.ones(padded.shape[0])
+    run = np.ones(padded.shape[0])
+    for j in range(1, padded.shape[1]):
+        same = (padded[:, j] == padded[:, j - 1]) & (padded[:, j] < n)
+        run = np.where(same, run + 1, 1.0)
+        result *= np.where(same, run, 1.0)
+    result.setflags(write=False)
+    return result
+
+
+@functools.lru_cache(maxsize=16)
+def insertions(n: int, order: int, k: int) -> np.ndarray:
+    """Shape (C(n + k - 2, k - 1), n), for 1 <= k <= order: entry [c, v] is the column (in the
+    graded layout) of the degree-k monomial x_v times the degree-(k-1) monomial of column
+    offsets[k - 1] + c. Chained from degree 0, it maps every index tuple (i_1, ..., i_k) to its
+    column with one gather per degree, without sorting the n^k tuples. Read-only intp array."""
+    if not 1 <= k <= order:
+        raise ValueError(f"k must be between 1 and {order}, got {k}")
+    offsets, _, padded = layout(n, order)
+    lower = padded[offsets[k - 1]:offsets[k], :k - 1]
+    rows = np.concatenate([np.repeat(lower, n, axis=0), np.tile(np.arange(n), lower.shape[0])[:, None]], axis=1)
+    merged = sorted_rows(rows)
+    result = _columns_of_tuples(n, order, merged, np.full(merged.shape[0], k)).astype(np.intp)
+    result = result.reshape(lower.shape[0], n)
+    result.setflags(write=False)
+    return result
