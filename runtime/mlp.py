@@ -422,6 +422,18 @@ class MLP:
             self._custom_functions[layer] = function
         return function
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The NumPy functions of custom activations come from sympy.lambdify, which cannot be
+        # pickled; they are only a cache (rebuilt from the expressions on the next call), so a
+        # pickled MLP (multiprocessing, Dask) carries the expressions and not the functions.
+        state = self.__dict__.copy()
+        state["_custom_functions"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_custom_functions", {})
+
     def __call__(self, x: Any) -> np.ndarray:
         """The network's output for one input (n_inputs,) or a batch (batch, n_inputs).
 

@@ -174,3 +174,85 @@ def test_taylor_through_a_far_out_neuron_is_finite(name, dtype, far):
         np.testing.assert_allclose(got, want, rtol=4 * np.finfo(dtype).eps, atol=0)
         along = feynmlp.directional(mlp, np.zeros(1), np.ones(1), 3, dtype=dtype)[0]
         np.testing.assert_allclose(along, want, rtol=4 * np.finfo(dtype).eps, atol=0)
+
+
+# ----------------------------------------------------------------------------------------
+# MLP objects pickle (in memory) and cross process boundaries once they have been called.
+# ----------------------------------------------------------------------------------------
+
+def _small_mlp(activation, seed=0, sizes=(3, 4, 4, 2)):
+    import feynmlp
+
+    rng = np.random.default_rng(seed)
+    weights = [rng.normal(size=(sizes[i + 1], sizes[i])) * 0.7 for i in range(len(sizes) - 1)]
+    biases = [rng.normal(size=sizes[i + 1]) * 0.3 for i in range(len(sizes) - 1)]
+    return feynmlp.MLP(weights, biases, activation=activation)
+
+
+def _custom_activations():
+    import sympy
+
+    y = sympy.Symbol("y")
+    return {"builtin": "tanh", "custom": y * sympy.tanh(y) + sympy.sin(y) / 3,
+            "mixed": [sympy.erf(y) + y / 4, "silu"]}
+
+
+@pytest.mark.parametrize("kind", ["builtin", "custom", "mixed"])
+def test_called_models_pickle_and_give_the_same_numbers(kind):
+    import pickle
+
+    import feynmlp
+
+    mlp = _small_mlp(_custom_activations()[kind])
+    x = np.random.default_rng(1).normal(size=(5, 3))
+    before = mlp(x)  # builds (and caches) the NumPy functions of custom activations
+    series = feynmlp.taylor(mlp, x[0], 3).coefficients
+    np.testing.assert_allclose(before, _reference_forward(mlp, x), rtol=1e-13, atol=1e-14)
+    copy = pickle.loads(pickle.dumps(mlp))
+    np.testing.assert_array_equal(copy(x), before)
+    np.testing.assert_array_equal(feynmlp.taylor(copy, x[0], 3).coefficients, series)
+    np.testing.assert_array_equal(feynmlp.directional(copy, x[0], x[1], 4),
+                                  feynmlp.directional(mlp, x[0], x[1], 4))
+    assert copy.layer_sizes == mlp.layer_sizes and repr(copy) == repr(mlp)
+    assert all(np.array_equal(a, b) for a, b in zip(copy.weights, mlp.weights))
+    # A pickled copy pickles again, after being called itself.
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(copy))(x), before)
+
+
+def _reference_forward(mlp, x):
+    """The network point by point: affine maps in Python floats, activations by SymPy evalf."""
+    import sympy
+
+    y = sympy.Symbol("y")
+    named = {"tanh": sympy.tanh(y), "silu": y / (1 + sympy.exp(-y))}
+    rows = []
+    for point in x.tolist():
+        a = point
+        for layer, (w, b) in enumerate(zip(mlp.weights, mlp.biases)):
+            z = [sum(wij * aj for wij, aj in zip(row, a)) + bi for row, bi in zip(w.tolist(), b.tolist())]
+            if layer == mlp.depth:
+                rows.append(z)
+                break
+            activation = mlp.hidden_activations[layer]
+            expr = named[activation] if isinstance(activation, str) else activation
+            (symbol,) = expr.free_symbols
+            a = [float(expr.subs(symbol, sympy.Float(v, 30)).evalf(30)) for v in z]
+    return np.array(rows)
+
+
+def _forward_chunk(args):
+    mlp, chunk = args
+    return mlp(chunk)
+
+
+@pytest.mark.parametrize("kind", ["builtin", "custom"])
+def test_a_called_model_maps_over_a_spawned_pool(kind):
+    import multiprocessing
+
+    mlp = _small_mlp(_custom_activations()[kind], sizes=(3, 4, 2))
+    x = np.random.default_rng(2).normal(size=(12, 3))
+    direct = mlp(x)
+    chunks = np.array_split(x, 4)
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        results = pool.map(_forward_chunk, [(mlp, chunk) for chunk in chunks])
+    np.testing.assert_array_equal(np.concatenate(results), direct)
