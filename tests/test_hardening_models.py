@@ -256,3 +256,52 @@ def test_a_called_model_maps_over_a_spawned_pool(kind):
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         results = pool.map(_forward_chunk, [(mlp, chunk) for chunk in chunks])
     np.testing.assert_array_equal(np.concatenate(results), direct)
+
+
+# ----------------------------------------------------------------------------------------
+# The rules PNG: the title above the first row of panels at every order.
+# ----------------------------------------------------------------------------------------
+
+def _drawn_rules_figure(order, tmp_path, monkeypatch):
+    """Run `feynmlp rules --order K --format png` and return the figure it saved."""
+    import argparse
+
+    from matplotlib.figure import Figure
+
+    from feynmlp.codegen import rules
+
+    saved = []
+    original = Figure.savefig
+
+    def keep(self, *args, **kwargs):
+        saved.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    out = tmp_path / f"rules{order}.png"
+    args = argparse.Namespace(order=order, format="png", out=str(out), depth=2, by_shape=None,
+                              expand_layers=False)
+    assert rules.run(args) == 0 and out.stat().st_size > 0
+    (figure,) = saved
+    return figure
+
+
+@pytest.mark.parametrize("order", range(1, 8))
+def test_rules_png_title_clears_the_first_row(order, tmp_path, monkeypatch):
+    figure = _drawn_rules_figure(order, tmp_path, monkeypatch)
+    renderer = figure.canvas.get_renderer()
+    title = figure._suptitle.get_window_extent(renderer)
+    axes = figure.get_axes()
+    top_row = max(ax.get_position().y1 for ax in axes)
+    first_row = [ax for ax in axes if ax.get_position().y1 == top_row]
+    # Everything drawn in a first-row panel (its caption, f_o, the arrows) lies below the title,
+    # and the title lies inside the figure.
+    highest = max(ax.get_tightbbox(renderer).y1 for ax in first_row)
+    captions = [ax.title.get_window_extent(renderer) for ax in first_row]
+    assert all(not title.overlaps(box) for box in captions), (order, title, captions)
+    assert highest <= title.y0, (order, highest, title.y0)
+    assert title.y1 <= figure.bbox.y1 and title.x0 >= 0 and title.x1 <= figure.bbox.x1
+    # The legend line at the bottom stays below the last row in the same way.
+    (legend,) = [t for t in figure.texts if t.get_text().startswith("blue: input propagator")]
+    lowest = min(ax.get_tightbbox(renderer).y0 for ax in axes)
+    assert legend.get_window_extent(renderer).y1 <= lowest, order
