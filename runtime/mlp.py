@@ -71,6 +71,22 @@ _NUMPY_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 # Recognising and checking activations.
 # ----------------------------------------------------------------------------------------
 
+# Longest repr of a user's value quoted in an error message: a message is one line naming the
+# value and the fix, and the repr of a state dict, a tensor or a nested module runs to
+# thousands of characters over many lines.
+_REPR_LIMIT = 80
+
+
+def _short_repr(value: Any) -> str:
+    """repr(value) on one line, cut to _REPR_LIMIT characters."""
+    try:
+        text = repr(value)
+    except Exception:  # a broken __repr__ must not hide the error being reported
+        text = f"<{type(value).__name__} object>"
+    text = " ".join(text.split())
+    return text if len(text) <= _REPR_LIMIT else text[:_REPR_LIMIT - 3] + "..."
+
+
 def _check_custom_expression(expr: Any, where: str) -> Any:
     """Validate a SymPy activation; returns it unchanged."""
     import sympy
@@ -79,7 +95,8 @@ def _check_custom_expression(expr: Any, where: str) -> Any:
     if not isinstance(expr, sympy.Expr):
         raise UnsupportedActivationError(
             f"{where}: a custom activation must be a SymPy expression (sympy.Expr), got the "
-            f"{type(expr).__name__} {expr!r}; write it as an expression in one symbol, e.g. x*tanh(x)")
+            f"{type(expr).__name__} {_short_repr(expr)}; write it as an expression in one symbol, "
+            "e.g. x*tanh(x)")
     symbols = sorted(expr.free_symbols, key=lambda s: s.name)
     if len(symbols) != 1:
         found = ", ".join(s.name for s in symbols) or "none"
@@ -110,7 +127,7 @@ def _normalise_one(value: Any, where: str) -> Any:
         return _check_custom_expression(value, where)
     raise UnsupportedActivationError(
         f"{where}: an activation must be a built-in name such as 'tanh' or a SymPy expression in "
-        f"one symbol, got the {type(value).__name__} {value!r}")
+        f"one symbol, got the {type(value).__name__} {_short_repr(value)}")
 
 
 def _describe(activation: Any) -> str:
@@ -243,7 +260,7 @@ class MLP:
             if not isinstance(output_activation, str):
                 raise UnsupportedActivationError(
                     f"output_activation must be None or a built-in name such as 'sigmoid', got "
-                    f"the {type(output_activation).__name__} {output_activation!r}")
+                    f"the {type(output_activation).__name__} {_short_repr(output_activation)}")
             name = canonical_name(output_activation)
             self.output_activation = None if name == "identity" else name
         self.record: dict[str, Any] = {}
@@ -253,7 +270,7 @@ class MLP:
         if isinstance(activation, (list, tuple)):
             if len(activation) != self.depth:
                 raise UnsupportedActivationError(
-                    f"got {len(activation)} activations {[_describe(a) for a in activation]} for "
+                    f"got {len(activation)} activations {_short_repr([_describe(a) for a in activation])} for "
                     f"{self.depth} hidden layer(s) (layer sizes {self.layer_sizes}); pass one "
                     "activation per hidden layer, or a single name for all of them")
             return [_normalise_one(a, f"activation of hidden layer {i + 1}")
@@ -298,9 +315,7 @@ class MLP:
         if isinstance(module, nn.Linear):
             module = nn.Sequential(module)
         if not isinstance(module, nn.Sequential):
-            raise FeynmlpError(
-                f"from_torch expects a torch.nn.Sequential of Linear layers and activations, got "
-                f"{type(module).__name__}: {module!r}; wrap the layers in nn.Sequential")
+            raise FeynmlpError(_not_a_sequential(module))
 
         layers: list[tuple[str, Any]] = []
 
@@ -315,7 +330,7 @@ class MLP:
         flatten(module, "")
 
         def where(path: str, child: Any) -> str:
-            return f"layer {path} ({child!r})"
+            return f"layer {path} ({_short_repr(child)})"
 
         weights: list[np.ndarray] = []
         biases: list[np.ndarray] = []
@@ -371,7 +386,7 @@ class MLP:
 
         if not weights:
             raise FeynmlpError(
-                f"the Sequential {module!r} contains no Linear layer; an MLP needs at least one")
+                f"the Sequential {_short_repr(module)} contains no Linear layer; an MLP needs at least one")
         output = pending[2] if pending is not None else None
         return cls(weights, biases, activation=list(hidden), output_activation=output)
 
@@ -461,6 +476,33 @@ class MLP:
         hidden = "[" + ", ".join(repr(_describe(a)) for a in self.hidden_activations) + "]"
         return (f"MLP(layer_sizes={self.layer_sizes}, hidden_activations={hidden}, "
                 f"output_activation={self.output_activation!r})")
+
+
+def _not_a_sequential(module: Any) -> str:
+    """The refusal of a from_torch argument that is not an nn.Sequential: what it is, and the fix."""
+    from collections.abc import Mapping
+
+    import torch
+    from torch import nn
+
+    expects = "from_torch expects a torch.nn.Sequential of Linear layers and activations"
+    alternative = "or build feynmlp.MLP(weights, biases, activation=...) from the arrays"
+    kind = type(module).__name__
+    if isinstance(module, Mapping):
+        tensors = sum(isinstance(v, torch.Tensor) for v in module.values())
+        keys = ", ".join(_short_repr(k)[:40] for k in list(module)[:3]) + (", ..." if len(module) > 3 else "")
+        if tensors:
+            return (f"{expects}, got a state_dict ({kind} of {tensors} tensors, keys {keys}), which holds "
+                    "the weights but not the layers and activations; build the module, call "
+                    f"module.load_state_dict(state_dict) and pass the module, {alternative}")
+        return f"{expects}, got a {kind} of {len(module)} entries (keys {keys}); pass the module, {alternative}"
+    if isinstance(module, (nn.ModuleList, list, tuple)):
+        return (f"{expects}, got a {kind} of {len(module)} entries ({_short_repr(module)}); wrap the "
+                f"layers in nn.Sequential(*layers), {alternative}")
+    if isinstance(module, nn.Module):
+        return (f"{expects}, got {kind} ({_short_repr(module)}), which is not an nn.Sequential; write "
+                f"its layers as an nn.Sequential (load_state_dict carries the weights over), {alternative}")
+    return f"{expects}, got a {kind} ({_short_repr(module)}); wrap the layers in nn.Sequential, {alternative}"
 
 
 def _torch_activation_name(child: Any, where: str) -> str:

@@ -305,3 +305,85 @@ def test_rules_png_title_clears_the_first_row(order, tmp_path, monkeypatch):
     (legend,) = [t for t in figure.texts if t.get_text().startswith("blue: input propagator")]
     lowest = min(ax.get_tightbbox(renderer).y0 for ax in axes)
     assert legend.get_window_extent(renderer).y1 <= lowest, order
+
+
+# ----------------------------------------------------------------------------------------
+# from_torch refusals: one line of bounded length, whatever was passed.
+# ----------------------------------------------------------------------------------------
+
+MESSAGE_LIMIT = 500  # characters; a refusal names what was given and the fix, nothing more
+
+
+def _refusal(call):
+    from feynmlp.errors import FeynmlpError
+
+    with pytest.raises(FeynmlpError) as info:
+        call()
+    message = str(info.value)
+    assert "\n" not in message and len(message) <= MESSAGE_LIMIT, (len(message), message[:1000])
+    return message
+
+
+def test_from_torch_of_a_state_dict_says_what_it_got_and_how_to_fix_it():
+    import feynmlp
+    from torch import nn
+
+    module = nn.Sequential(nn.Linear(30, 50), nn.Tanh(), nn.Linear(50, 2))
+    message = _refusal(lambda: feynmlp.MLP.from_torch(module.state_dict()))
+    for fragment in ("OrderedDict", "state_dict", "4 tensors", "'0.weight'", "load_state_dict",
+                     "feynmlp.MLP(weights, biases"):
+        assert fragment in message, (fragment, message)
+    assert "tensor(" not in message
+    # The fix it names works: the module with its state dict loaded.
+    rebuilt = nn.Sequential(nn.Linear(30, 50), nn.Tanh(), nn.Linear(50, 2))
+    rebuilt.load_state_dict(module.state_dict())
+    x = np.random.default_rng(3).normal(size=(4, 30))
+    with_torch = module.double()(__import__("torch").as_tensor(x)).detach().numpy()
+    np.testing.assert_allclose(feynmlp.MLP.from_torch(rebuilt)(x), with_torch, rtol=1e-12, atol=1e-14)
+
+
+def _refused_inputs():
+    import torch
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList([nn.Linear(40, 40) for _ in range(30)])
+
+        def forward(self, x):
+            return x
+
+    big_block = nn.TransformerEncoderLayer(d_model=64, nhead=4)
+    return [
+        ("custom module", Net(), ["Net", "nn.Sequential"]),
+        ("module list", nn.ModuleList([nn.Linear(5, 5) for _ in range(40)]), ["ModuleList", "nn.Sequential"]),
+        ("tensor", torch.ones(300, 300), ["Tensor"]),
+        ("list of modules", [nn.Linear(5, 5) for _ in range(40)], ["list", "nn.Sequential"]),
+        ("dict of arrays", {f"w{i}": np.ones((50, 50)) for i in range(20)}, ["dict", "20 entries"]),
+        ("big layer", nn.Sequential(nn.Linear(64, 64), big_block), ["layer 1", "TransformerEncoderLayer"]),
+        ("no linear", nn.Sequential(*[nn.Dropout(0.1) for _ in range(100)]), ["no Linear"]),
+        ("nested big", nn.Sequential(nn.Linear(4, 4), nn.Sequential(Net())), ["layer 1.0", "Net"]),
+    ]
+
+
+@pytest.mark.parametrize("index", range(8))
+def test_from_torch_refusals_are_one_bounded_line(index):
+    import feynmlp
+
+    case, given, fragments = _refused_inputs()[index]
+    message = _refusal(lambda: feynmlp.MLP.from_torch(given))
+    for fragment in fragments:
+        assert fragment in message, (case, fragment, message)
+
+
+def test_activation_refusals_are_one_bounded_line():
+    import feynmlp
+
+    weights = [np.ones((3, 2)), np.ones((1, 3))]
+    message = _refusal(lambda: feynmlp.MLP(weights, None, activation=np.ones((200, 200))))
+    assert "ndarray" in message
+    message = _refusal(lambda: feynmlp.MLP(weights, None, activation=["tanh"] * 1000))
+    assert "1000 activations" in message and "1 hidden layer" in message
+    message = _refusal(lambda: feynmlp.MLP(weights, None, output_activation=np.ones((200, 200))))
+    assert "ndarray" in message
