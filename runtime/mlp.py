@@ -18,6 +18,7 @@ and torch is imported inside `from_torch`.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -119,10 +120,54 @@ def _check_custom_expression(expr: Any, where: str) -> Any:
     return expr
 
 
+def _is_lambda(value: Any) -> bool:
+    sympy = sys.modules.get("sympy")
+    return sympy is not None and isinstance(value, sympy.Lambda)
+
+
+def _lambda_body(function: Any, where: str) -> Any:
+    """The body of a one-argument sympy.Lambda, as an expression in its argument.
+
+    A Lambda binds its argument, so it has no free symbols of its own: its body in its
+    variable is the activation, the form every other custom activation has.
+    """
+    signature = function.signature
+    if len(signature) != 1 or not getattr(signature[0], "is_Symbol", False):
+        arguments = ", ".join(str(v) for v in function.variables)
+        raise UnsupportedActivationError(
+            f"{where}: the activation {_short_repr(function)} is a Lambda of {len(function.variables)} "
+            f"arguments ({arguments}); an activation is a function of one argument, the neuron's "
+            "pre-activation: write sympy.Lambda(x, <expression in x>)")
+    (variable,) = signature
+    body = function.expr
+    others = sorted(s.name for s in body.free_symbols if s != variable)
+    if variable not in body.free_symbols:
+        raise UnsupportedActivationError(
+            f"{where}: the activation {_short_repr(function)} does not depend on its argument "
+            f"{variable} (its body is {_short_repr(body)}); an activation must be a function of its "
+            "one argument")
+    if others:
+        raise UnsupportedActivationError(
+            f"{where}: the activation {_short_repr(function)} has the free symbol(s) "
+            f"{', '.join(others)} besides its argument {variable}; substitute a number for each")
+    return body
+
+
+def _without_lambdas(activation: Any) -> Any:
+    """`activation` with each sympy.Lambda replaced by its body (already checked)."""
+    if isinstance(activation, list):
+        return [a.expr if _is_lambda(a) else a for a in activation]
+    if isinstance(activation, tuple) and any(_is_lambda(a) for a in activation):
+        return tuple(a.expr if _is_lambda(a) else a for a in activation)
+    return activation.expr if _is_lambda(activation) else activation
+
+
 def _normalise_one(value: Any, where: str) -> Any:
-    """A canonical built-in name, or a validated SymPy expression."""
+    """A canonical built-in name, or a validated SymPy expression (a Lambda's body)."""
     if isinstance(value, str):
         return canonical_name(value)
+    if _is_lambda(value):
+        value = _lambda_body(value, where)
     if is_sympy_expression(value):
         return _check_custom_expression(value, where)
     raise UnsupportedActivationError(
@@ -166,14 +211,16 @@ class MLP:
         activation: the hidden-layer activation: one built-in name for every hidden layer
             ("tanh", "sigmoid", "softplus", "silu", "gelu", "sin", "cos", "exp", "identity",
             aliases such as "swish"; the ReLU-like names are accepted for first order only),
-            a SymPy expression in exactly one symbol for a custom activation, or a list with
-            one of those per hidden layer (names and expressions may be mixed).
+            a SymPy expression in exactly one symbol for a custom activation (or a one-argument
+            sympy.Lambda, which stands for its body in its variable), or a list with one of
+            those per hidden layer (names and expressions may be mixed).
         output_activation: None (a linear output) or a built-in name applied to z(L).
             "identity" is stored as None.
 
     Attributes:
         weights, biases: lists of contiguous float64 arrays (copies of the input).
-        activation: the `activation` argument exactly as given (a list is copied).
+        activation: the `activation` argument as given (a list is copied), each sympy.Lambda
+            replaced by its body, so that a saved model stores the expression.
         hidden_activations: one entry per hidden layer: a canonical built-in name, or the
             SymPy expression.
         output_activation: None or a canonical built-in name.
@@ -253,8 +300,8 @@ class MLP:
         self.n_inputs: int = self.layer_sizes[0]
         self.n_outputs: int = self.layer_sizes[-1]
 
-        self.activation = list(activation) if isinstance(activation, list) else activation
         self.hidden_activations: list[Any] = self._hidden_activations(activation)
+        self.activation = _without_lambdas(activation)
         self.output_activation: str | None = None
         if output_activation is not None:
             if not isinstance(output_activation, str):

@@ -387,3 +387,92 @@ def test_activation_refusals_are_one_bounded_line():
     assert "1000 activations" in message and "1 hidden layer" in message
     message = _refusal(lambda: feynmlp.MLP(weights, None, output_activation=np.ones((200, 200))))
     assert "ndarray" in message
+
+
+# ----------------------------------------------------------------------------------------
+# sympy.Lambda activations.
+# ----------------------------------------------------------------------------------------
+
+def _lambda_network(activation, seed=5, sizes=(2, 3, 1)):
+    import feynmlp
+    from symbolic_reference import random_mlp
+
+    weights, biases = random_mlp(np.random.default_rng(seed), sizes)
+    return weights, biases, feynmlp.MLP(weights, biases, activation=activation)
+
+
+def test_a_one_argument_lambda_is_the_activation_of_its_body():
+    import sympy
+    from symbolic_reference import directional_coefficients, symbolic_outputs, taylor_coefficients
+
+    import feynmlp
+    from feynmlp import multi_index
+
+    u = sympy.Symbol("u")
+    body = u * sympy.erf(u) / 2 + sympy.sin(u) / 3
+    weights, biases, mlp = _lambda_network(sympy.Lambda(u, body))
+    assert mlp.hidden_activations == [body] and mlp.activation == body
+    # Reference: the network written out in SymPy with the body and differentiated by diff.
+    xs, (output,) = symbolic_outputs(weights, biases, [body])
+    point, direction = np.array([0.3, -0.7]), np.array([1.1, 0.4])
+    want = taylor_coefficients(output, xs, point, multi_index.exponents(2, 3))
+    np.testing.assert_allclose(feynmlp.taylor(mlp, point, 3).coefficients[0], want, rtol=1e-10, atol=1e-13)
+    want = directional_coefficients(output, xs, point, direction, 5)
+    np.testing.assert_allclose(feynmlp.directional(mlp, point, direction, 5)[0], want, rtol=1e-10, atol=1e-13)
+    value = float(output.subs(dict(zip(xs, point.tolist()))).evalf(30))
+    np.testing.assert_allclose(mlp(point), [value], rtol=1e-13)
+
+
+def test_lambda_activations_mix_with_names_and_match_the_builtin():
+    import sympy
+
+    import feynmlp
+
+    u = sympy.Symbol("u")
+    _, _, builtin = _lambda_network(["tanh", "silu"], sizes=(3, 4, 4, 2))
+    _, _, written = _lambda_network([sympy.Lambda(u, sympy.tanh(u)), "silu"], sizes=(3, 4, 4, 2))
+    x = np.array([[0.2, -0.4, 0.9], [1.5, 0.1, -2.0]])
+    np.testing.assert_allclose(written(x), builtin(x), rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(feynmlp.taylor(written, x, 4).coefficients,
+                               feynmlp.taylor(builtin, x, 4).coefficients, rtol=1e-11, atol=1e-13)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".npz"])
+def test_a_lambda_model_saves_and_loads(tmp_path, suffix):
+    import sympy
+
+    import feynmlp
+
+    u = sympy.Symbol("u")
+    _, _, mlp = _lambda_network([sympy.Lambda(u, u * sympy.tanh(u))] * 2, sizes=(2, 3, 3, 1))
+    path = tmp_path / f"model{suffix}"
+    mlp.save(path)
+    loaded = feynmlp.load(path)
+    x = np.array([[0.3, -0.2], [1.0, 2.0]])
+    assert [str(a) for a in loaded.hidden_activations] == ["u*tanh(u)"] * 2
+    np.testing.assert_array_equal(loaded(x), mlp(x))
+    np.testing.assert_array_equal(feynmlp.taylor(loaded, x, 3).coefficients, feynmlp.taylor(mlp, x, 3).coefficients)
+
+
+def test_lambdas_that_are_not_one_argument_functions_are_refused():
+    import sympy
+
+    import feynmlp
+    from feynmlp.errors import UnsupportedActivationError
+
+    u, v, a = sympy.symbols("u v a")
+    weights = [np.ones((3, 2)), np.ones((1, 3))]
+    cases = [
+        (sympy.Lambda((u, v), u * v), ["Lambda of 2 arguments (u, v)", "one argument"]),
+        (sympy.Lambda(u, a * sympy.tanh(u)), ["free symbol", "a", "substitute a number"]),
+        (sympy.Lambda(u, sympy.tanh(v)), ["does not depend on its argument u", "v"]),
+        (sympy.Lambda(u, sympy.Integer(3)), ["does not depend on its argument u"]),
+    ]
+    for bad, fragments in cases:
+        for activation in (bad, [bad]):
+            with pytest.raises(UnsupportedActivationError) as info:
+                feynmlp.MLP(weights, None, activation=activation)
+            message = str(info.value)
+            assert "\n" not in message and len(message) <= MESSAGE_LIMIT, message
+            for fragment in fragments:
+                assert fragment in message, (fragment, message)
