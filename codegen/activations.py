@@ -29,6 +29,8 @@ from ..activation_names import BUILTIN_ACTIVATIONS, RELU_LIKE, canonical_name, c
 from ..errors import UnsupportedActivationError
 
 Z = sp.Symbol("x", real=True)  # the pre-activation; named x in the generated code
+# The pre-activation clamped to [-far_out, far_out] (see ActivationSpec.decaying); named xc.
+ZC = sp.Symbol("xc", real=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +63,15 @@ class ActivationSpec:
         first_order_code: for ReLU-like activations, hand-written (value, derivative) code.
         preamble: statements run before the carriers' code, computing locals they share (their
             names checked like a carrier's; a nested line carries its own extra indentation).
+        decaying: carrier symbols whose product D vanishes far out faster than any power of z
+            grows (the Gaussian density of GELU; g*h = sigma(z) sigma(-z) of SiLU), so that in
+            floating point D is exactly 0 once |z| >= far_out.
+        far_out: that bound (None when `decaying` is empty).
+
+    Why `decaying`: a derivative term D * z^k is 0 far out, but evaluated as written z^k
+    overflows to inf there (z^2 at |z| > 1.3e154) and 0 * inf is NaN. The kernels therefore
+    evaluate the polynomial factor of every term carrying D at the clamped ZC, which equals z
+    wherever D is not exactly 0 and keeps the factor finite elsewhere (see `kernel_assignments`).
     """
 
     name: str
@@ -70,6 +81,8 @@ class ActivationSpec:
     max_order: int | None = None
     first_order_code: tuple[str, str] | None = None
     preamble: tuple[str, ...] = ()
+    decaying: tuple[sp.Symbol, ...] = ()
+    far_out: float | None = None
 
     def total_derivative(self, expr: sp.Expr) -> sp.Expr:
         """d/dz of an expression in Z and the carriers (the chain rule through each carrier)."""
@@ -92,7 +105,43 @@ class ActivationSpec:
         if self.first_order_code:
             parts += list(self.first_order_code)
         parts += list(self.preamble)
+        if self.decaying:
+            parts += [sp.srepr(sp.Tuple(*self.decaying)), repr(self.far_out)]
         return "\n".join(parts)
+
+    def kernel_assignments(self, order: int) -> tuple[list[str], list[sp.Expr], list[str]]:
+        """What the kernels compute: (names, expressions) for `printing.assignments`, and the
+        statements that must run before them (the clamp of x, if any).
+
+        Without decaying carriers: s_m = taylor_derivatives(order)[m]. With them, each s_m is
+        split into the terms without D, kept as they are, and D * F_m(g, h, ..., ZC): F_m is
+        assigned first, to _f<m> (1/m! included), and s_m = rest + _f<m> * D. Two reasons for
+        the separate F_m: the polynomial is evaluated at the clamped ZC (finite far out, see the
+        class docstring), and D multiplies the finished polynomial last, so that where D is
+        subnormal (|z| just below far_out) it is not first multiplied by 1/m! into 0 while the
+        true s_m is still a normal float.
+        """
+        derivatives = self.taylor_derivatives(order)
+        names = [f"s{m}" for m in range(order + 1)]
+        if not self.decaying:
+            return names, derivatives, []
+        product = sp.Mul(*self.decaying)
+        factor_names, factors, values = [], [], []
+        for m, derivative in enumerate(derivatives):
+            kept, decaying = [], []
+            for term in sp.Add.make_args(sp.expand(derivative)):
+                (decaying if all(term.has(c) for c in self.decaying) else kept).append(term)
+            value = sp.Add(*kept)
+            if decaying:
+                factor = sp.expand(sp.Add(*decaying) / product).xreplace({Z: ZC})
+                if not factor.is_Atom:
+                    factor_names.append(_check_local(f"_f{m}"))
+                    factors.append(factor)
+                    factor = sp.Symbol(factor_names[-1], real=True)
+                value += factor * product
+            values.append(value)
+        clamp = f"{_check_local(ZC.name)} = min(max(x, {-self.far_out!r}), {self.far_out!r})"
+        return factor_names + names, factors + values, [clamp]
 
 
 @functools.lru_cache(maxsize=None)
@@ -155,7 +204,9 @@ def _builtin(name: str) -> ActivationSpec:
         if name == "sigmoid":
             return ActivationSpec(name, g, logistic, 1 / (1 + sp.exp(-z)))
         if name == "silu":
-            return ActivationSpec(name, z * g, logistic, z / (1 + sp.exp(-z)))
+            # Every term of s^(m), m >= 1, with a power of z carries g*h <= e^-|z|, which is
+            # exactly 0 in floating point beyond |z| = 745.2 (the smallest subnormal is e^-744.4).
+            return ActivationSpec(name, z * g, logistic, z / (1 + sp.exp(-z)), decaying=(g, h), far_out=800.0)
         # softplus(z) = log(1 + e^z), written so that neither branch overflows.
         sp_value = _carrier("v", "max(x, 0.0) + math.log1p(math.exp(-abs(x)))", g, sp.log(1 + sp.exp(z)))
         return ActivationSpec(name, sp_value.symbol, logistic + (sp_value,), sp.log(1 + sp.exp(z)))
@@ -166,7 +217,11 @@ def _builtin(name: str) -> ActivationSpec:
                            sp.exp(-z**2 / 2) / sp.sqrt(2 * sp.pi))
         cdf = _carrier("c", "0.5 * math.erfc(-x * 0.7071067811865476)", phi_s,
                        (1 + sp.erf(z / sp.sqrt(2))) / 2)
-        return ActivationSpec(name, z * cdf_s, (density, cdf), z * (1 + sp.erf(z / sp.sqrt(2))) / 2)
+        # Every term of s^(m) with a power of z carries the density q, which is exactly 0 in
+        # floating point beyond |z| = 38.6 (e^(-z^2/2) below e^-745); q is float64 even for a
+        # float32 x (the literals promote it).
+        return ActivationSpec(name, z * cdf_s, (density, cdf), z * (1 + sp.erf(z / sp.sqrt(2))) / 2,
+                              decaying=(phi_s,), far_out=40.0)
     if name in ("sin", "cos"):
         sn, cs = sp.Symbol("sn", real=True), sp.Symbol("cs", real=True)
         carriers = (_carrier("sn", "math.sin(x)", cs, sp.sin(z)), _carrier("cs", "math.cos(x)", -sn, sp.cos(z)))

@@ -130,10 +130,16 @@ def write_png_grid(entries: Sequence[tuple[Tree, str]], path, title: str = "",
     rows = math.ceil(n / cols)
     panel = 2.1
     width = max(cols * panel, 6.0)  # room for the title and the legend
-    fig = Figure(figsize=(width, rows * panel + (0.6 if title else 0.0) + 0.3))
+    # Bands for the title (top) and the legend (bottom), in inches, and tight_layout fits the
+    # panels between them with the title left out of its own reckoning: its estimate of the
+    # room a title needs, a fraction of the figure, fell short for tall grids (order 7's
+    # 12 rows ran into the title).
+    title_band, legend_band = (0.45 if title else 0.0), 0.3
+    height = rows * panel + title_band + legend_band
+    fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
     if title:
-        fig.suptitle(title, fontsize=11)
+        fig.suptitle(title, fontsize=11, y=1.0 - 0.1 / height, va="top").set_in_layout(False)
     colour = {"input": "#1f5fa8", "internal": "#333333", "output": "#b03a2e", "full": "#b03a2e"}
     for pos, (tree, caption) in enumerate(entries):
         ax = fig.add_subplot(rows, cols, pos + 1)
@@ -157,11 +163,13 @@ def write_png_grid(entries: Sequence[tuple[Tree, str]], path, title: str = "",
             else:
                 ax.text(x, y + 0.1, "$f_o$", fontsize=9, ha="center", va="bottom")
         xs = [p[0] for p in lay.points.values()]
-        ax.set_xlim(min(xs) - 0.7, max(max(xs) + 0.7, min(xs) + 1.5))
+        # Centred under the caption; a single leaf (order 1) still gets a panel 2.2 units wide.
+        centre, half = (min(xs) + max(xs)) / 2, max((max(xs) - min(xs)) / 2 + 0.7, 1.1)
+        ax.set_xlim(centre - half, centre + half)
         ax.set_ylim(-0.8, lay.height + 0.6)
         ax.set_title(caption, fontsize=8)
         ax.set_axis_off()
-    fig.tight_layout(rect=(0, 0.3 / (rows * panel + 0.9), 1, 1))
+    fig.tight_layout(rect=(0, legend_band / height, 1, 1 - title_band / height))
     fig.text(0.5, 0.005, "blue: input propagator   black: internal propagator   "
              "red: output propagator   dot: vertex (neuron letter)",
              ha="center", va="bottom", fontsize=8, color="#444444")

@@ -76,9 +76,9 @@ def render_kernel(activation, order: int) -> RenderedKernel:
         value_code, derivative_code = spec.first_order_code
         derivative_lines = [f"s0 = {value_code}", f"s1 = {derivative_code}"]
     else:
-        carrier_lines = list(spec.preamble) + [f"{c.symbol.name} = {c.code}" for c in spec.carriers]
-        derivative_lines = carrier_lines + printing.assignments(
-            [f"s{m}" for m in range(order + 1)], spec.taylor_derivatives(order), temporary_prefix="_d")
+        names, expressions, clamp_lines = spec.kernel_assignments(order)
+        carrier_lines = list(spec.preamble) + clamp_lines + [f"{c.symbol.name} = {c.code}" for c in spec.carriers]
+        derivative_lines = carrier_lines + printing.assignments(names, expressions, temporary_prefix="_d")
     directional_lines = printing.assignments(
         [f"c{k}" for k in range(1, order + 1)], vertex_sums.directional_expressions(order), temporary_prefix="_c")
     term_lines = []

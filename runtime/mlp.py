@@ -18,6 +18,7 @@ and torch is imported inside `from_torch`.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -71,6 +72,22 @@ _NUMPY_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 # Recognising and checking activations.
 # ----------------------------------------------------------------------------------------
 
+# Longest repr of a user's value quoted in an error message: a message is one line naming the
+# value and the fix, and the repr of a state dict, a tensor or a nested module runs to
+# thousands of characters over many lines.
+_REPR_LIMIT = 80
+
+
+def _short_repr(value: Any) -> str:
+    """repr(value) on one line, cut to _REPR_LIMIT characters."""
+    try:
+        text = repr(value)
+    except Exception:  # a broken __repr__ must not hide the error being reported
+        text = f"<{type(value).__name__} object>"
+    text = " ".join(text.split())
+    return text if len(text) <= _REPR_LIMIT else text[:_REPR_LIMIT - 3] + "..."
+
+
 def _check_custom_expression(expr: Any, where: str) -> Any:
     """Validate a SymPy activation; returns it unchanged."""
     import sympy
@@ -79,7 +96,8 @@ def _check_custom_expression(expr: Any, where: str) -> Any:
     if not isinstance(expr, sympy.Expr):
         raise UnsupportedActivationError(
             f"{where}: a custom activation must be a SymPy expression (sympy.Expr), got the "
-            f"{type(expr).__name__} {expr!r}; write it as an expression in one symbol, e.g. x*tanh(x)")
+            f"{type(expr).__name__} {_short_repr(expr)}; write it as an expression in one symbol, "
+            "e.g. x*tanh(x)")
     symbols = sorted(expr.free_symbols, key=lambda s: s.name)
     if len(symbols) != 1:
         found = ", ".join(s.name for s in symbols) or "none"
@@ -102,15 +120,59 @@ def _check_custom_expression(expr: Any, where: str) -> Any:
     return expr
 
 
+def _is_lambda(value: Any) -> bool:
+    sympy = sys.modules.get("sympy")
+    return sympy is not None and isinstance(value, sympy.Lambda)
+
+
+def _lambda_body(function: Any, where: str) -> Any:
+    """The body of a one-argument sympy.Lambda, as an expression in its argument.
+
+    A Lambda binds its argument, so it has no free symbols of its own: its body in its
+    variable is the activation, the form every other custom activation has.
+    """
+    signature = function.signature
+    if len(signature) != 1 or not getattr(signature[0], "is_Symbol", False):
+        arguments = ", ".join(str(v) for v in function.variables)
+        raise UnsupportedActivationError(
+            f"{where}: the activation {_short_repr(function)} is a Lambda of {len(function.variables)} "
+            f"arguments ({arguments}); an activation is a function of one argument, the neuron's "
+            "pre-activation: write sympy.Lambda(x, <expression in x>)")
+    (variable,) = signature
+    body = function.expr
+    others = sorted(s.name for s in body.free_symbols if s != variable)
+    if variable not in body.free_symbols:
+        raise UnsupportedActivationError(
+            f"{where}: the activation {_short_repr(function)} does not depend on its argument "
+            f"{variable} (its body is {_short_repr(body)}); an activation must be a function of its "
+            "one argument")
+    if others:
+        raise UnsupportedActivationError(
+            f"{where}: the activation {_short_repr(function)} has the free symbol(s) "
+            f"{', '.join(others)} besides its argument {variable}; substitute a number for each")
+    return body
+
+
+def _without_lambdas(activation: Any) -> Any:
+    """`activation` with each sympy.Lambda replaced by its body (already checked)."""
+    if isinstance(activation, list):
+        return [a.expr if _is_lambda(a) else a for a in activation]
+    if isinstance(activation, tuple) and any(_is_lambda(a) for a in activation):
+        return tuple(a.expr if _is_lambda(a) else a for a in activation)
+    return activation.expr if _is_lambda(activation) else activation
+
+
 def _normalise_one(value: Any, where: str) -> Any:
-    """A canonical built-in name, or a validated SymPy expression."""
+    """A canonical built-in name, or a validated SymPy expression (a Lambda's body)."""
     if isinstance(value, str):
         return canonical_name(value)
+    if _is_lambda(value):
+        value = _lambda_body(value, where)
     if is_sympy_expression(value):
         return _check_custom_expression(value, where)
     raise UnsupportedActivationError(
         f"{where}: an activation must be a built-in name such as 'tanh' or a SymPy expression in "
-        f"one symbol, got the {type(value).__name__} {value!r}")
+        f"one symbol, got the {type(value).__name__} {_short_repr(value)}")
 
 
 def _describe(activation: Any) -> str:
@@ -149,14 +211,16 @@ class MLP:
         activation: the hidden-layer activation: one built-in name for every hidden layer
             ("tanh", "sigmoid", "softplus", "silu", "gelu", "sin", "cos", "exp", "identity",
             aliases such as "swish"; the ReLU-like names are accepted for first order only),
-            a SymPy expression in exactly one symbol for a custom activation, or a list with
-            one of those per hidden layer (names and expressions may be mixed).
+            a SymPy expression in exactly one symbol for a custom activation (or a one-argument
+            sympy.Lambda, which stands for its body in its variable), or a list with one of
+            those per hidden layer (names and expressions may be mixed).
         output_activation: None (a linear output) or a built-in name applied to z(L).
             "identity" is stored as None.
 
     Attributes:
         weights, biases: lists of contiguous float64 arrays (copies of the input).
-        activation: the `activation` argument exactly as given (a list is copied).
+        activation: the `activation` argument as given (a list is copied), each sympy.Lambda
+            replaced by its body, so that a saved model stores the expression.
         hidden_activations: one entry per hidden layer: a canonical built-in name, or the
             SymPy expression.
         output_activation: None or a canonical built-in name.
@@ -236,14 +300,14 @@ class MLP:
         self.n_inputs: int = self.layer_sizes[0]
         self.n_outputs: int = self.layer_sizes[-1]
 
-        self.activation = list(activation) if isinstance(activation, list) else activation
         self.hidden_activations: list[Any] = self._hidden_activations(activation)
+        self.activation = _without_lambdas(activation)
         self.output_activation: str | None = None
         if output_activation is not None:
             if not isinstance(output_activation, str):
                 raise UnsupportedActivationError(
                     f"output_activation must be None or a built-in name such as 'sigmoid', got "
-                    f"the {type(output_activation).__name__} {output_activation!r}")
+                    f"the {type(output_activation).__name__} {_short_repr(output_activation)}")
             name = canonical_name(output_activation)
             self.output_activation = None if name == "identity" else name
         self.record: dict[str, Any] = {}
@@ -253,7 +317,7 @@ class MLP:
         if isinstance(activation, (list, tuple)):
             if len(activation) != self.depth:
                 raise UnsupportedActivationError(
-                    f"got {len(activation)} activations {[_describe(a) for a in activation]} for "
+                    f"got {len(activation)} activations {_short_repr([_describe(a) for a in activation])} for "
                     f"{self.depth} hidden layer(s) (layer sizes {self.layer_sizes}); pass one "
                     "activation per hidden layer, or a single name for all of them")
             return [_normalise_one(a, f"activation of hidden layer {i + 1}")
@@ -298,9 +362,7 @@ class MLP:
         if isinstance(module, nn.Linear):
             module = nn.Sequential(module)
         if not isinstance(module, nn.Sequential):
-            raise FeynmlpError(
-                f"from_torch expects a torch.nn.Sequential of Linear layers and activations, got "
-                f"{type(module).__name__}: {module!r}; wrap the layers in nn.Sequential")
+            raise FeynmlpError(_not_a_sequential(module))
 
         layers: list[tuple[str, Any]] = []
 
@@ -315,7 +377,7 @@ class MLP:
         flatten(module, "")
 
         def where(path: str, child: Any) -> str:
-            return f"layer {path} ({child!r})"
+            return f"layer {path} ({_short_repr(child)})"
 
         weights: list[np.ndarray] = []
         biases: list[np.ndarray] = []
@@ -371,7 +433,7 @@ class MLP:
 
         if not weights:
             raise FeynmlpError(
-                f"the Sequential {module!r} contains no Linear layer; an MLP needs at least one")
+                f"the Sequential {_short_repr(module)} contains no Linear layer; an MLP needs at least one")
         output = pending[2] if pending is not None else None
         return cls(weights, biases, activation=list(hidden), output_activation=output)
 
@@ -422,6 +484,18 @@ class MLP:
             self._custom_functions[layer] = function
         return function
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The NumPy functions of custom activations come from sympy.lambdify, which cannot be
+        # pickled; they are only a cache (rebuilt from the expressions on the next call), so a
+        # pickled MLP (multiprocessing, Dask) carries the expressions and not the functions.
+        state = self.__dict__.copy()
+        state["_custom_functions"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_custom_functions", {})
+
     def __call__(self, x: Any) -> np.ndarray:
         """The network's output for one input (n_inputs,) or a batch (batch, n_inputs).
 
@@ -449,6 +523,33 @@ class MLP:
         hidden = "[" + ", ".join(repr(_describe(a)) for a in self.hidden_activations) + "]"
         return (f"MLP(layer_sizes={self.layer_sizes}, hidden_activations={hidden}, "
                 f"output_activation={self.output_activation!r})")
+
+
+def _not_a_sequential(module: Any) -> str:
+    """The refusal of a from_torch argument that is not an nn.Sequential: what it is, and the fix."""
+    from collections.abc import Mapping
+
+    import torch
+    from torch import nn
+
+    expects = "from_torch expects a torch.nn.Sequential of Linear layers and activations"
+    alternative = "or build feynmlp.MLP(weights, biases, activation=...) from the arrays"
+    kind = type(module).__name__
+    if isinstance(module, Mapping):
+        tensors = sum(isinstance(v, torch.Tensor) for v in module.values())
+        keys = ", ".join(_short_repr(k)[:40] for k in list(module)[:3]) + (", ..." if len(module) > 3 else "")
+        if tensors:
+            return (f"{expects}, got a state_dict ({kind} of {tensors} tensors, keys {keys}), which holds "
+                    "the weights but not the layers and activations; build the module, call "
+                    f"module.load_state_dict(state_dict) and pass the module, {alternative}")
+        return f"{expects}, got a {kind} of {len(module)} entries (keys {keys}); pass the module, {alternative}"
+    if isinstance(module, (nn.ModuleList, list, tuple)):
+        return (f"{expects}, got a {kind} of {len(module)} entries ({_short_repr(module)}); wrap the "
+                f"layers in nn.Sequential(*layers), {alternative}")
+    if isinstance(module, nn.Module):
+        return (f"{expects}, got {kind} ({_short_repr(module)}), which is not an nn.Sequential; write "
+                f"its layers as an nn.Sequential (load_state_dict carries the weights over), {alternative}")
+    return f"{expects}, got a {kind} ({_short_repr(module)}); wrap the layers in nn.Sequential, {alternative}"
 
 
 def _torch_activation_name(child: Any, where: str) -> str:
