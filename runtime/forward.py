@@ -39,7 +39,8 @@ def memory_budget() -> int:
         return 8 * 2**30
 
 
-def _size(nbytes: float) -> str:
+def size_text(nbytes: float) -> str:
+    """A byte count for messages: MiB, or GiB from 1 GiB on."""
     return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
 
 
@@ -57,8 +58,8 @@ def _check_memory(result: int, itemsize: int, tables: int, working: int, describ
     budget = memory_budget()
     if needed > budget:
         raise ResourceLimitError(
-            f"{describe} needs about {_size(needed)} ({details}the result {_size(result)}"
-            + (f", index tables {_size(tables)}" if tables >= 2**20 else "") + f"), more than the {_size(budget)} "
+            f"{describe} needs about {size_text(needed)} ({details}the result {size_text(result)}"
+            + (f", index tables {size_text(tables)}" if tables >= 2**20 else "") + f"), more than the {size_text(budget)} "
             f"allowed; {advice} (set FEYNMLP_MAX_MEMORY_GB to change the limit)")
     return needed
 

@@ -175,8 +175,8 @@ class TaylorExpansion:
         if fixed + per_displacement > budget:
             raise ResourceLimitError(
                 f"evaluating the order-{self.order} polynomial in {n} variables at {count} displacement(s) needs at "
-                f"least {_size(fixed + per_displacement)} ({columns} monomials per displacement, {n_out} "
-                f"output(s)), more than the {_size(budget)} allowed; evaluate fewer displacements per call, "
+                f"least {forward.size_text(fixed + per_displacement)} ({columns} monomials per displacement, {n_out} "
+                f"output(s)), more than the {forward.size_text(budget)} allowed; evaluate fewer displacements per call, "
                 "restrict the variables with wrt=[...] or lower the order (set FEYNMLP_MAX_MEMORY_GB to change "
                 "the limit)")
         group = int(max(1, min(count, min(_EVALUATION_CHUNK_BYTES, budget - fixed) // per_displacement)))
@@ -262,10 +262,6 @@ def _tensor_split(n: int, k: int) -> int:
            and 4 * multi_index.count_of_order(n, k - split - 1) * n ** (split + 1) <= n**k):
         split += 1
     return split
-
-
-def _size(nbytes: float) -> str:
-    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
 
 
 def _from_torch(value, what: str):
