@@ -18,7 +18,6 @@ and torch is imported inside `from_torch`.
 from __future__ import annotations
 
 import math
-import sys
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -121,8 +120,8 @@ def _check_custom_expression(expr: Any, where: str) -> Any:
 
 
 def _is_lambda(value: Any) -> bool:
-    sympy = sys.modules.get("sympy")
-    return sympy is not None and isinstance(value, sympy.Lambda)
+    # The class hierarchy, never the sympy module: another thread may be importing it.
+    return any(cls.__name__ == "Lambda" and cls.__module__ == "sympy.core.function" for cls in type(value).__mro__)
 
 
 def _lambda_body(function: Any, where: str) -> Any:
