@@ -31,7 +31,7 @@ def _best(fn, repeat):
 
 
 def _python_loop_scattering_length(U, R):
-    """The textbook recursion of D = u/u' (DESIGN.md), one potential and one step at a time."""
+    """The textbook recursion of D = u/u' (docs/born.md), one potential and one step at a time."""
     out = []
     for row in U:
         delta = R / len(row)

@@ -2,6 +2,7 @@
 
 In: step potentials U of shape (..., N) (U_n on [(n-1) R/N, n R/N), zero beyond R; hbar =
 2 mu = 1, U < 0 attractive) and the range R. Out:
+
 - scattering_length(U, R): exact a (exact_scattering.py);
 - bound_state_count / has_bound_state / is_shallow(U, R): bound states (exact_scattering.py);
 - born_terms(U, order, R): exact Born terms a_1 .. a_order; born_kernels(N, R, order): the

@@ -8,7 +8,7 @@ Out:
 - `born_kernels(N, R, order)`: the derivatives of a at U = 0 (a `BornKernels`): the
   first-order kernel c, the second-order matrix -2K and, for order 3, the third-order tensor.
 
-Born terms, method (DESIGN.md section 3). The variable-phase equation a'(r) = U(r) (r - a)^2,
+Born terms, method (docs/born.md). The variable-phase equation a'(r) = U(r) (r - a)^2,
 a(0) = 0, expanded as a = sum_k a_k gives
     a_k' = U [ delta_{k1} r^2 - 2 r a_{k-1} + sum_{i+j=k-1, i,j>=1} a_i a_j ].
 On a step U is constant, so if a_1 .. a_{k-1} are polynomials in r there, so is a_k (degree
@@ -149,7 +149,7 @@ class BornKernels:
 
     @property
     def K(self) -> np.ndarray:
-        """The matrix K of a_2 = -sum_nm K_nm U_n U_m (DESIGN.md), i.e. -second / 2."""
+        """The matrix K of a_2 = -sum_nm K_nm U_n U_m (docs/born.md), i.e. -second / 2."""
         if self.second is None:
             raise FeynmlpError("these kernels were built with order=1; call born_kernels(N, R, order=2)")
         return -0.5 * self.second

@@ -17,7 +17,7 @@ import time
 CLI_DESCRIPTION = """\
 S-wave scattering lengths and Born series of step potentials.
 
-Conventions (as in DESIGN.md section 3):
+Conventions (as on the documentation page docs/born.md):
   units      hbar = 2 mu = 1: the potential enters as U(r) = 2 mu V(r) / hbar^2, an inverse
              length squared (U = V in these units). In MeV and fm, U [fm^-2] = 2 mu V / (hbar c)^2
              with hbar c = 197.3269804 MeV fm and mu the reduced mass in MeV

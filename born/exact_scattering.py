@@ -5,7 +5,7 @@ in units where hbar = 2 mu = 1 (so U = 2 mu V / hbar^2, an inverse length square
 Out: the scattering length a (shape (...), same length unit as R; a < 0 for weak attraction),
 the number of bound states, and the shallow test (no bound state).
 
-Method (DESIGN.md section 3): the zero-energy equation u'' = U u is solved exactly step by
+Method (docs/born.md): the zero-energy equation u'' = U u is solved exactly step by
 step with the 2x2 transfer matrix of each step, vectorised over the leading axes; the only
 Python loop runs over the N steps. Instead of (u, u') or D = u/u', the state carried is
 (w, u') with w = u - r u' and a(r) = r - u/u' = -w/u': for U = 0 the solution is u = r, so
@@ -18,7 +18,7 @@ U_n = 0); near z = 0 they are evaluated from their Taylor series. Across a step 
 r1 = r0 + Delta, (u, u') -> [[C, Delta S], [U Delta S, C]] (u, u'), which for (w, u') reads
     w1  = (C - U Delta S r1) w0 - U Delta (Delta^2 Q + S r0 r1) u'0
     u1' = U Delta S w0 + (C + U Delta S r0) u'0.
-This is DESIGN.md's recursion for D = u/u' = r - a written without its poles (D is infinite
+This is docs/born.md's recursion for D = u/u' = r - a written without its poles (D is infinite
 where u' = 0), so potentials with bound states pass through as well.
 
 Bound states (Sturm's oscillation theorem): their number is the number of zeros of u in

@@ -1,4 +1,4 @@
-"""Iterative neural-network perturbation theory for the Born series (DESIGN.md section 3).
+"""Iterative neural-network perturbation theory for the Born series (docs/born.md).
 
 In: a `Preset` (grid N, range R, seeds, the test ensemble, and one `IterationSpec` per
 iteration: training ensemble, loss weighting, TrainConfig, ensemble size). Out: a

@@ -32,7 +32,7 @@ def vertex_names(tree: Tree) -> dict[Tree, str]:
     """The neuron letter of every vertex: a, b, c, ... in post-order over the drawing order.
 
     Children get earlier letters than their parent, so in ((1,2),3) the inner vertex is a and
-    the root b, as in DESIGN.md's order-3 formula.
+    the root b, as in the order-3 formula of docs/mathematics.md, 'Trees and placements'.
     """
     names: dict[Tree, str] = {}
 

@@ -1,4 +1,4 @@
-"""Enumeration of the Feynman-like diagrams of an MLP derivative (DESIGN.md section 2).
+"""Enumeration of the Feynman-like diagrams of an MLP derivative (docs/mathematics.md).
 
 In: an order k (the number of input derivatives) and, optionally, a depth H (the number of
 hidden layers). Out: the labelled rooted trees with k leaves whose internal nodes all have at
@@ -17,7 +17,7 @@ Canonical forms and order (so that every listing is deterministic):
 - `trees(k)` is sorted by number of vertices (the single-vertex "contact" tree first), then by
   unlabelled shape, then by the leaf labels read left to right in drawing order
   (`Tree.display_children`: larger subtrees left), which lists the order-3 trees as
-  (1,2,3), ((1,2),3), ((1,3),2), (1,(2,3)) -- the order of DESIGN.md's formula;
+  (1,2,3), ((1,2),3), ((1,3),2), (1,(2,3)) -- the order of docs/mathematics.md's order-3 formula;
 - `Diagram.layers` is aligned with `Tree.internal_nodes`, which lists the vertices in
   post-order (children before parents, so the root comes last); placements of one tree are in
   lexicographic order of that tuple.

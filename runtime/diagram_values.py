@@ -3,7 +3,7 @@
 In: an MLP as weight matrices W(l) (shape (n_l, n_{l-1}), the torch.nn.Linear convention) and
 bias vectors b(l), l = 1..L; per-hidden-layer activation derivative functions; an expansion
 point x; and the ordered input indices (i_1, ..., i_k) of d^k f / dx_{i_1} ... dx_{i_k}.
-Out: the propagators and vertices of DESIGN.md section 2 at that point, and a list of
+Out: the propagators and vertices of docs/mathematics.md at that point, and a list of
 (Diagram, value over outputs) whose sum is the derivative.
 
 This is the readable, diagram-by-diagram view (for inspection, teaching and tests), not the
@@ -201,7 +201,7 @@ def _propagator(point: NetworkPoint, to_layer: int, from_layer: int) -> np.ndarr
 
 
 def propagator(point: NetworkPoint, to_layer: int, from_layer: int) -> np.ndarray:
-    """The propagator P(to_layer, from_layer) of DESIGN.md section 2.
+    """The propagator P(to_layer, from_layer) of docs/mathematics.md, 'Propagators and vertices'.
 
     P(l', l)[b, a] = dz(l')_b / da(l)_a for l >= 1 (internal, or output when l' = L), and
     P(l, 0)[a, i] = dz(l)_a / dx_i (input propagator; P(L, 0) is the Jacobian). It is the

@@ -9,7 +9,7 @@ output, (batch, n_out, M) over the graded multi-indices of feynmlp.multi_index, 
 Each layer is one affine map applied to all coefficients at once (a single matrix product
 with the points and coefficients stacked into its long dimension, where BLAS is fast) and
 one vertex layer (the generated kernel composing the activation's Taylor series with the
-incoming one: DESIGN.md section 2, "resummed layer by layer").
+incoming one: docs/mathematics.md, "Vertex sums and the layer recursion").
 """
 from __future__ import annotations
 

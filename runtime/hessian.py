@@ -5,7 +5,7 @@ In: a network with a linear output (weights, biases, one activation per hidden l
 (batch, outputs, M) in feynmlp.multi_index order: the value, the gradient, and the Hessian's
 upper triangle (d^2 f / dx_i dx_j for i < j, half of it for i = j).
 
-Why a path of its own: at K = 2 the topmost-vertex sum (DESIGN.md section 2) is
+Why a path of its own: at K = 2 the topmost-vertex sum (docs/mathematics.md, 'Order 2') is
 
     d^2 f / dx_i dx_j = sum_l sum_b D(l)_bi w(l)_b D(l)_bj,   w(l) = g(l) * s''(z(l)),
 

@@ -7,7 +7,7 @@ Out: an `MLP` that validates all of it once, exposes the architecture (`layer_si
 `hidden_activations`, `output_activation`, ...) to the Taylor-coefficient code, and evaluates
 the network with NumPy (`mlp(x)`) so that results can be checked against a plain forward pass.
 
-The network is the one of DESIGN.md section 1:
+The network is the one of docs/mathematics.md, 'The network':
 
     z(1) = W(1) x + b(1),   a(l) = s_l(z(l)),   z(l+1) = W(l+1) a(l) + b(l+1),   f(x) = z(L)
 

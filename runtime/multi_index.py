@@ -8,7 +8,7 @@ In: the number of variables n and the order K. Out:
   multiset {alpha_1, ..., alpha_m} of nonzero multi-indices with |alpha_1 + ... + alpha_m| <= K,
   as a row (column of the sum, columns of the alphas) with the number of distinct orderings of
   the alphas as its weight. The generated kernels loop over these rows (the loop over input
-  multi-indices stays a runtime loop, DESIGN.md section 2).
+  multi-indices stays a runtime loop, docs/mathematics.md, 'Vertex sums').
 
 Everything is vectorised NumPy: tables of millions of rows build in well under a second.
 """

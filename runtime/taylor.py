@@ -603,7 +603,7 @@ def diagram_contributions(mlp: MLP, x, alpha) -> list[DiagramContribution]:
     """Every diagram of the coefficient d^alpha f(x) / alpha! with its value; they sum to it.
 
     alpha is a multi-index of exponents over the inputs (length n_in, |alpha| >= 1). The values
-    come straight from propagators and vertices (DESIGN.md section 2), not from the kernels, so
+    come straight from propagators and vertices (docs/mathematics.md), not from the kernels, so
     this is the interpretability view: which layers and vertex valences carry a coefficient.
     """
     from .diagram_values import diagram_values

@@ -7,7 +7,7 @@ s_m = s^(m)(z0)/m! (points, K+1, neurons), the output propagators g = df/da (out
 neurons) and the weights between hidden layers. Out: the coefficients of order K of every
 output (outputs, points, M_K) and those of order K-1.
 
-Why, in three steps (DESIGN.md section 2, "organised by the topmost vertex"):
+Why, in three steps (docs/mathematics.md, 'The top vertex'):
 
 1. Every diagram of order K has a topmost vertex. Summing over the layer and the neuron b of
    that vertex, the order-K coefficient of a scalar output is sum_l sum_b g(l)_b [h_b(dz_b)]_K

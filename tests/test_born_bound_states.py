@@ -92,7 +92,7 @@ def test_bound_state_count_against_finite_differences():
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2 ** 32 - 1), N=st.integers(1, 40), depth=st.floats(0.01, 30.0))
 def test_shallow_attractive_potentials_have_negative_a(seed, N, depth):
-    # DESIGN.md: for U <= 0, no bound state implies a <= 0 (u is concave and has no zero).
+    # docs/born.md: for U <= 0, no bound state implies a <= 0 (u is concave and has no zero).
     U = -depth * np.random.default_rng(seed).uniform(0, 1, N)
     if is_shallow(U):
         assert scattering_length(U) <= 0

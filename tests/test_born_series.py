@@ -101,7 +101,7 @@ def test_born_terms_shapes_and_first_order():
 # --- kernels --------------------------------------------------------------------------------
 
 def design_kernels(N, R):
-    """c and K exactly as DESIGN.md section 3 writes them (an independent transcription)."""
+    """c and K exactly as docs/born.md writes them (an independent transcription)."""
     r = R * np.arange(N + 1) / N
     c = (r[1:] ** 3 - r[:-1] ** 3) / 3
     s = (r[1:] ** 2 - r[:-1] ** 2) / 2

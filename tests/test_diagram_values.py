@@ -3,7 +3,7 @@
 - The sum of the diagrams equals SymPy's own `diff` of the whole network written out as one
   symbolic expression (orders 1..4; tanh, sigmoid, sin, softplus, gelu, and a mixed network),
   the activation derivatives coming from SymPy `diff` + `lambdify` of the activation alone.
-- Each single diagram of orders 2 and 3 equals the explicit formula of DESIGN.md, with the
+- Each single diagram of orders 2 and 3 equals the explicit formula of docs/mathematics.md, with the
   propagators rebuilt here from their definition as matrix products.
 - A hypothesis property test over random architectures compares with PyTorch autograd.
 """
@@ -143,7 +143,7 @@ def test_output_activation_is_one_more_vertex_layer(idx):
     assert_close(sum(v for _, v in terms), sym.derivative(idx))
 
 
-# -- each diagram against the explicit formulas of DESIGN.md --------------------------------
+# -- each diagram against the explicit formulas of docs/mathematics.md -----------------------
 
 def explicit_propagators(ws, bs, x, d):
     """P(l', l) from its definition W(l') S1(l'-1) ... S1(l+1) W(l+1), with z(l) recomputed."""

@@ -1,7 +1,7 @@
 """Enumeration of the diagram trees and their layer placements (codegen/diagrams.py).
 
 References are independent of the enumeration: OEIS A000311 (labelled series-reduced rooted
-trees), A000669 (their unlabelled shapes), the closed forms H and H + 3H(H-1)/2 of DESIGN.md,
+trees), A000669 (their unlabelled shapes), the closed forms H, H + 3H(H-1)/2 in docs/mathematics.md,
 and a brute-force filter over all layer tuples.
 """
 from __future__ import annotations

@@ -52,7 +52,7 @@ TORCH_MODULES = {
 
 
 def torch_reference(weights, biases, activations, output_activation, x):
-    """The network of DESIGN.md section 1 evaluated with torch, float64."""
+    """The network of docs/mathematics.md, 'The network', evaluated with torch, float64."""
     z = torch.as_tensor(x, dtype=torch.float64)
     for layer, (w, b) in enumerate(zip(weights, biases)):
         if layer > 0:

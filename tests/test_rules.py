@@ -3,7 +3,7 @@
 - The printed formulas are correct: the plain-text terms of order 3 (every layer placement
   written out) are parsed back, evaluated with propagators built here from their definition,
   and summed; the sum equals PyTorch autograd's third derivative.
-- The term counts printed as polynomials in H equal DESIGN.md's closed forms.
+- The term counts printed as polynomials in H equal the closed forms of docs/mathematics.md.
 - The LaTeX documents compile with pdflatex (skipped only where pdflatex is missing).
 - The PNG is a real PNG of non-trivial size.
 - The command's exit codes and messages, and atomic writes (nothing left on failure).
