@@ -76,6 +76,7 @@ def render_kernel(activation, order: int) -> RenderedKernel:
         order=order,
         refresh_command=refresh_command(spec.name, order),
         derivative_lines=derivative_lines,
+        uses_math=any("math." in line for line in derivative_lines),
         directional_lines=directional_lines,
         valences=list(vertex_sums.valences(order)),
         valences_tuple=repr(vertex_sums.valences(order)),
