@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ..activation_names import BUILTIN_ACTIVATIONS, RELU_LIKE
 from ..errors import FeynmlpError, UnsupportedActivationError
 from ..kernels import MAX_ORDER, validate_order
 from .generate import check_kernels, default_output_folder, refresh_command, shipped_requests, write_kernels
@@ -42,8 +43,8 @@ def add_arguments(parser) -> None:
                         help="expansion order: kernels give all Taylor coefficients up to |alpha| = K "
                              f"(1..{MAX_ORDER})")
     parser.add_argument("--activation", "-a", metavar="NAME",
-                        help="activation of the hidden layers: tanh, sigmoid, softplus, silu, gelu, sin, "
-                             "cos, exp, identity (relu, leaky_relu, hardtanh, relu6 for order 1)")
+                        help=f"activation of the hidden layers: {', '.join(BUILTIN_ACTIVATIONS)} "
+                             f"({', '.join(RELU_LIKE)} for order 1)")
     parser.add_argument("--all", action="store_true",
                         help="every shipped kernel: orders 1-4 for every built-in activation")
     parser.add_argument("--out", metavar="DIR", type=Path,

@@ -1,11 +1,12 @@
 """The generator signature: what a generated kernel must match to be trusted.
 
 In: the source files of the kernel-shaping code and the kernel template (read as package data,
-no import), and the options of one kernel. Out: hex digests. The codegen hash changes whenever
-code that shapes generated text changes, and only then: each Python source is hashed as its
-syntax tree with the parts that never reach a kernel taken out (docstrings, comments, the
-messages of raise, assert, warnings and log calls, argparse help= texts), and the template with
-its {# ... #} comments taken out. The loader compares the hash with the one recorded in
+no import), the values the generator reads from the activation registry, and the options of
+one kernel. Out: hex digests. The codegen hash changes whenever something that shapes generated
+text changes, and only then: each Python source is hashed as its syntax tree with the parts
+that never reach a kernel taken out (docstrings, comments, the messages of raise, assert,
+warnings and log calls, argparse help= texts), the template with its {# ... #} comments taken
+out, and the registry as the values the generator reads from it. The loader compares the hash with the one recorded in
 generated/manifest.json and refuses stale kernels, naming the command that refreshes them.
 Kept on the runtime side so that checking a kernel never imports SymPy.
 
@@ -22,11 +23,10 @@ from importlib import resources
 
 GENERATOR_VERSION = "1"
 
-# (package, file) pairs whose content shapes every generated kernel module: the activation
-# registry (names, ReLU-like parameters), the derivation, the printer, the rendering (the
-# Jinja2 environment's whitespace options included) and this file (the signature lines).
+# (package, file) pairs whose content shapes every generated kernel module: the derivation,
+# the printer, the rendering (the Jinja2 environment's whitespace options included) and this
+# file (the signature lines). The activation registry enters through `registry_text`.
 SIGNATURE_SOURCES = (
-    ("feynmlp", "activation_names.py"),
     ("feynmlp", "kernel_signature.py"),
     ("feynmlp.codegen", "activations.py"),
     ("feynmlp.codegen", "vertex_sums.py"),
@@ -94,10 +94,22 @@ def _canonical(node) -> str:
     return repr(node)
 
 
+def registry_text() -> str:
+    """The values the code generator reads from the activation registry, as text.
+
+    Only the values: the registry's NumPy functions, torch names and messages shape no kernel.
+    """
+    from . import activation_names as registry
+
+    return repr((registry.BUILTIN_ACTIVATIONS, registry.RELU_LIKE, sorted(registry.PIECEWISE_LINEAR.items())))
+
+
 @functools.lru_cache(maxsize=1)
 def codegen_hash() -> str:
-    """SHA-256 over the kernel-shaping part of the generator's sources and the kernel template."""
+    """SHA-256 over the kernel-shaping part of the generator's sources, the kernel template and
+    the activation registry's values."""
     digest = hashlib.sha256(GENERATOR_VERSION.encode())
+    digest.update(f"\0registry\0{registry_text()}".encode())
     for package, name in SIGNATURE_SOURCES:
         digest.update(f"\0{package}/{name}\0".encode())
         digest.update(normalised_source(name, read_source(package, name)).encode())

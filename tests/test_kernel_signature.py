@@ -4,9 +4,10 @@ In: a scratch copy of the installed package (runtime, codegen, generated, templa
 kind of edit applied to its sources. Out: checks, in a fresh interpreter importing the copy,
 that
 - edits that cannot change a kernel's text (docstrings, comments, argparse help, the messages
-  of raise/assert, template comments) leave the codegen hash as it is, the shipped kernels
+  of raise/assert, template comments, registry code no kernel reads, the command line) leave the codegen hash as it is, the shipped kernels
   loadable and `generate-kernels --check` content;
-- edits that change a kernel's text (a constant of a derivative, the template) change the hash
+- edits that change a kernel's text (a constant of a derivative, the template, the leaky slope
+  of the activation registry) change the hash
   and are caught three ways: `generate-kernels --check` exits 1, the check of
   tests/test_generated.py (`generate.check_kernels` over every shipped kernel) reports a diff,
   and the runtime refuses the shipped kernel with StaleKernelError.
@@ -73,14 +74,14 @@ _PROBE = """
 
     report = {"file": feynmlp.__file__, "hash": codegen_hash()}
     try:
-        module = kernel_module("%(activation)s", 2)
-        out = np.empty((1, 3))
+        module = kernel_module("%(activation)s", %(order)d)
+        out = np.empty((1, %(order)d + 1))
         module.taylor_derivatives(np.array([0.5]), out)
         report["values"] = out[0].tolist()
     except StaleKernelError as exc:
         report["stale"] = str(exc)
     with contextlib.redirect_stdout(io.StringIO()) as printed:
-        report["check_status"] = main(["generate-kernels", "--order", "2", "--activation", "%(activation)s",
+        report["check_status"] = main(["generate-kernels", "--order", "%(order)d", "--activation", "%(activation)s",
                                        "--check", "--quiet"])
     report["check_output"] = printed.getvalue()[-2000:]
     diffs = generate.check_kernels(generate.shipped_requests(), generate.default_output_folder())
@@ -104,6 +105,13 @@ _TEXT_ONLY_EDITS = [
     ('f"local name {name!r} clashes"', 'f"the local name {name!r} clashes with the template"'),
     # a template comment
     ("One kernel module per (activation, order)", "One generated kernel module per (activation, order)"),
+    # code of the activation registry that no kernel reads: a NumPy function of MLP(x), a limit
+    # of error messages
+    ("return np.logaddexp(0.0, z)", "return np.logaddexp(z, 0.0)"),
+    ("REPR_LIMIT = 80\n", "REPR_LIMIT = 100\n"),
+    # code of the generator's command line
+    ('print(f"generate-kernels: {len(requests)} kernel(s) in {folder} are up to date")',
+     'print(f"generate-kernels: all {len(requests)} kernel(s) in {folder} are current")'),
 ]
 
 
@@ -111,7 +119,7 @@ def test_text_only_edits_keep_the_hash_and_the_shipped_kernels(tmp_path):
     package = _copy_package(tmp_path)
     for old, new in _TEXT_ONLY_EDITS:
         _edit(package, old, new)
-    report = _run_in_copy(tmp_path, _PROBE % {"activation": "tanh"})
+    report = _run_in_copy(tmp_path, _PROBE % {"activation": "tanh", "order": 2})
     assert report["file"].startswith(str(package))
     assert report["hash"] == codegen_hash()
     assert "stale" not in report, report["stale"]
@@ -122,29 +130,30 @@ def test_text_only_edits_keep_the_hash_and_the_shipped_kernels(tmp_path):
     assert report["stale_files"] == []
 
 
-# Edits that change generated text: (old, new, activation whose kernel changes, its file).
+# Edits that change generated text: (old, new, an activation and order whose kernel changes).
 _KERNEL_EDITS = {
     "derivative constant": ("0.3989422804014327 * math.exp(-0.5 * x * x)", "0.3989422804014328 * math.exp(-0.5 * x * x)",
-                            "gelu"),
-    "template": ("        out[i, {{ m }}] = s{{ m }}\n", "        out[i, {{ m }}] = 1.0 * s{{ m }}\n", "tanh"),
+                            "gelu", 2),
+    "template": ("        out[i, {{ m }}] = s{{ m }}\n", "        out[i, {{ m }}] = 1.0 * s{{ m }}\n", "tanh", 2),
+    "registry value": ("LEAKY_SLOPE = 0.01\n", "LEAKY_SLOPE = 0.02\n", "leaky_relu", 1),
 }
 
 
 @pytest.mark.parametrize("kind", sorted(_KERNEL_EDITS))
 def test_kernel_shaping_edits_are_caught(tmp_path, kind):
-    old, new, activation = _KERNEL_EDITS[kind]
+    old, new, activation, order = _KERNEL_EDITS[kind]
     package = _copy_package(tmp_path)
     _edit(package, old, new)
-    report = _run_in_copy(tmp_path, _PROBE % {"activation": activation})
+    report = _run_in_copy(tmp_path, _PROBE % {"activation": activation, "order": order})
     assert report["file"].startswith(str(package))
     assert report["hash"] != codegen_hash()
     # the runtime
     assert "generate-kernels --all" in report.get("stale", ""), report
     # generate-kernels --check
     assert report["check_status"] == 1
-    assert f"{activation}_order2.py" in report["check_output"]
+    assert f"{activation}_order{order}.py" in report["check_output"]
     # the check of tests/test_generated.py
-    assert any(name.endswith(f"{activation}_order2.py") for name in report["stale_files"])
+    assert any(name.endswith(f"{activation}_order{order}.py") for name in report["stale_files"])
     assert any(name.endswith("manifest.json") for name in report["stale_files"])
 
 
