@@ -29,13 +29,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from feynmlp.activation_names import SMOOTH_TORCH_ACTIVATIONS, TORCH_MODULES
 from feynmlp.errors import FeynmlpError
 
 __all__ = ["TrainConfig", "Scaling", "TrainedNetwork", "fit_scaling", "fold_scaling",
            "train_network", "train_ensemble", "require_torch"]
 
-_TORCH_ACTIVATIONS = {"tanh": "Tanh", "sigmoid": "Sigmoid", "silu": "SiLU", "gelu": "GELU",
-                      "softplus": "Softplus"}
+# The smooth activations a torch network can be built from, with their torch.nn class names.
+_TORCH_ACTIVATIONS = {name: TORCH_MODULES[name] for name in SMOOTH_TORCH_ACTIVATIONS}
 
 
 def require_torch():

@@ -12,8 +12,9 @@ both cheaper and numerically better than differentiating the closed form symboli
 expressions grow quickly with the order. Every carrier u comes with du/dz expressed through z
 and the carriers, so the derivation is the chain rule in a polynomial ring, exact at any order.
 
-ReLU-like activations are first-order only (feynmlp.activation_names explains why); their
-values and first derivatives are written by hand here since SymPy's Heaviside is not code.
+ReLU-like activations are first-order only (feynmlp.activation_names explains why, and holds
+their shapes); their values and first derivatives are written as code from those shapes here,
+since SymPy's Heaviside is not code.
 """
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ import re
 
 import sympy as sp
 
-from ..activation_names import BUILTIN_ACTIVATIONS, RELU_LIKE, canonical_name, check_order_supported
-from ..errors import UnsupportedActivationError
+from ..activation_names import (BUILTIN_ACTIVATIONS, PIECEWISE_LINEAR, RELU_LIKE, PiecewiseLinear, canonical_name,
+                                check_custom_expression, check_order_supported)
 
 Z = sp.Symbol("x", real=True)  # the pre-activation; named x in the generated code
 # The pre-activation clamped to [-far_out, far_out] (see ActivationSpec.decaying); named xc.
@@ -236,20 +237,32 @@ def _builtin(name: str) -> ActivationSpec:
     raise AssertionError(f"no definition for built-in activation {name!r}")  # registry out of sync
 
 
-# ReLU-like activations: (value code, first-derivative code) in the local variable x. The
-# derivative at a kink is taken as 0 (as PyTorch's autograd does for ReLU).
-_RELU_LIKE_CODE = {
-    "relu": ("max(x, 0.0)", "1.0 if x > 0.0 else 0.0", sp.Max(Z, 0)),
-    "leaky_relu": ("x if x > 0.0 else 0.01 * x", "1.0 if x > 0.0 else 0.01",
-                   sp.Piecewise((Z, Z > 0), (Z / 100, True))),
-    "hardtanh": ("min(max(x, -1.0), 1.0)", "1.0 if -1.0 < x < 1.0 else 0.0", sp.Min(sp.Max(Z, -1), 1)),
-    "relu6": ("min(max(x, 0.0), 6.0)", "1.0 if 0.0 < x < 6.0 else 0.0", sp.Min(sp.Max(Z, 0), 6)),
-}
-
-
 def _relu_like(name: str) -> ActivationSpec:
-    value_code, derivative_code, definition = _RELU_LIKE_CODE[name]
-    return ActivationSpec(name, Z, (), definition, max_order=1, first_order_code=(value_code, derivative_code))
+    value_code, derivative_code = _piecewise_linear_code(PIECEWISE_LINEAR[name])
+    return ActivationSpec(name, Z, (), _piecewise_linear_definition(PIECEWISE_LINEAR[name]), max_order=1,
+                          first_order_code=(value_code, derivative_code))
+
+
+def _piecewise_linear_code(shape: PiecewiseLinear) -> tuple[str, str]:
+    """(value, first derivative) as code in the local variable x; at a kink the derivative is
+    the one PyTorch's autograd gives (0 for ReLU at 0, the slope for the leaky one). Written
+    as code from the shape, since SymPy's Heaviside is not code."""
+    lower, upper, slope = shape.lower, shape.upper, shape.slope
+    if slope:
+        assert lower == 0.0 and upper == math.inf, "a leaky kink sits at 0 and has no upper clamp"
+        return f"x if x > 0.0 else {slope!r} * x", f"1.0 if x > 0.0 else {slope!r}"
+    if upper == math.inf:
+        return f"max(x, {lower!r})", f"1.0 if x > {lower!r} else 0.0"
+    return f"min(max(x, {lower!r}), {upper!r})", f"1.0 if {lower!r} < x < {upper!r} else 0.0"
+
+
+def _piecewise_linear_definition(shape: PiecewiseLinear) -> sp.Expr:
+    """s(z) as SymPy writes it, the bounds and slope as exact rationals (0.01 -> 1/100)."""
+    lower = sp.Rational(repr(shape.lower))
+    if shape.slope:
+        return sp.Piecewise((Z, Z > lower), (sp.Rational(repr(shape.slope)) * Z, True))
+    clamped = sp.Max(Z, lower)
+    return clamped if shape.upper == math.inf else sp.Min(clamped, sp.Rational(repr(shape.upper)))
 
 
 def get_activation(activation) -> ActivationSpec:
@@ -267,18 +280,9 @@ def custom_activation(expr: sp.Expr) -> ActivationSpec:
     Derivatives are SymPy's own `diff` of the expression (no carriers), so any smooth
     expression built from functions SymPy can print for the math module works.
     """
-    if not isinstance(expr, sp.Expr):
-        raise UnsupportedActivationError(f"a custom activation must be a SymPy expression, got {expr!r}")
-    free = sorted(expr.free_symbols, key=lambda s: s.name)
-    if len(free) != 1:
-        raise UnsupportedActivationError(
-            f"a custom activation must depend on exactly one symbol, {expr} has {len(free)} "
-            f"({', '.join(s.name for s in free) or 'none'}); substitute numbers for the others")
-    if expr.has(sp.Heaviside, sp.Max, sp.Min, sp.Abs, sp.Piecewise, sp.sign):
-        raise UnsupportedActivationError(
-            f"custom activation {expr} is not smooth (it contains Max/Min/Abs/Piecewise/Heaviside/"
-            "sign): its higher derivatives are not functions; use a smooth expression")
-    body = expr.xreplace({free[0]: Z})
+    check_custom_expression(expr, "activation", smooth=True)
+    (free,) = expr.free_symbols
+    body = expr.xreplace({free: Z})
     digest = hashlib.sha256(sp.srepr(body).encode()).hexdigest()[:12]
     return ActivationSpec(f"custom_{digest}", body, (), body)
 

@@ -4,9 +4,8 @@ In: (activation, order) requests and an output folder. Out: `<activation>_order<
 rendered from templates/kernel_module.py.jinja, and `manifest.json` listing each file with its
 SHA-256 and generator signature. Stages: derive (SymPy: activation derivatives, vertex sums),
 print (CSE'd source lines), render (Jinja2), write (atomic, only when changed). `--check`
-renders into memory and compares instead of writing.
-
-Also the `feynmlp generate-kernels` / `generate-kernels` command (add_arguments, run).
+renders into memory and compares instead of writing. The command line that drives these
+stages is feynmlp.codegen.command.
 """
 from __future__ import annotations
 
@@ -17,34 +16,14 @@ import logging
 import time
 from pathlib import Path
 
-from ..errors import FeynmlpError, UnsupportedActivationError
+from ..errors import FeynmlpError
 from ..kernel_signature import GENERATOR_VERSION, codegen_hash, file_digest, kernel_signature
-from ..kernels import MAX_ORDER, SHIPPED_ORDERS, is_shipped, validate_order
+from ..kernels import SHIPPED_ORDERS, is_shipped, validate_order
 
 log = logging.getLogger("feynmlp.codegen")
 
 TEMPLATE = "kernel_module.py.jinja"
 MANIFEST = "manifest.json"
-
-CLI_DESCRIPTION = """\
-Generate the Numba kernel module for one expansion order and activation.
-
-feynmlp expands a network f(x0 + h) = sum_alpha c_alpha h^alpha layer by layer. At each hidden
-neuron the incoming Taylor series p(h) passes a vertex: the activation s is composed with it,
-[s(z0 + p)]_k = sum over partitions of k of s^(m)(z0)/m! * (weight) * (product of p's), which
-is Faa di Bruno's formula; a vertex of valence m is the m-th derivative s^(m). This command
-derives those sums and the closed-form derivatives s^(m) with SymPy for the chosen order K,
-and writes `<activation>_order<K>.py` (plus manifest.json) into the output folder.
-
-Kernels for orders 1-4 and every built-in activation ship with feynmlp in generated/; other
-orders and custom activations are generated on demand into the user cache. Use this command
-to refresh generated/ after changing the generator, or `--check` to verify it is current.
-
-examples:
-  feynmlp generate-kernels --order 3 --activation tanh
-  feynmlp generate-kernels --all              # refresh every shipped kernel
-  feynmlp generate-kernels --all --check      # exit 1 with a diff if generated/ is stale
-"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +76,7 @@ def render_kernel(activation, order: int) -> RenderedKernel:
         order=order,
         refresh_command=refresh_command(spec.name, order),
         derivative_lines=derivative_lines,
+        uses_math=any("math." in line for line in derivative_lines),
         directional_lines=directional_lines,
         valences=list(vertex_sums.valences(order)),
         valences_tuple=repr(vertex_sums.valences(order)),
@@ -204,72 +184,3 @@ def _progress(items, enabled: bool, label: str):
     from tqdm import tqdm
 
     return tqdm(items, desc=label, unit="kernel", leave=False)
-
-
-# ----------------------------------------------------------------------------- command line
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--order", "-k", type=int, metavar="K",
-                        help="expansion order: kernels give all Taylor coefficients up to |alpha| = K "
-                             f"(1..{MAX_ORDER})")
-    parser.add_argument("--activation", "-a", metavar="NAME",
-                        help="activation of the hidden layers: tanh, sigmoid, softplus, silu, gelu, sin, "
-                             "cos, exp, identity (relu, leaky_relu, hardtanh, relu6 for order 1)")
-    parser.add_argument("--all", action="store_true",
-                        help="every shipped kernel: orders 1-4 for every built-in activation")
-    parser.add_argument("--out", metavar="DIR", type=Path,
-                        help="output folder (default: feynmlp's own generated/ folder)")
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 with a unified diff if the files on disk differ from "
-                             "what the generator produces now")
-    parser.add_argument("--quiet", "-q", action="store_true", help="print nothing on success")
-
-
-def run(args) -> int:
-    if args.all:
-        if args.order is not None or args.activation is not None:
-            raise FeynmlpError("--all regenerates every shipped kernel; drop --order/--activation, or drop --all")
-        requests = shipped_requests()
-        refresh = "feynmlp generate-kernels --all"
-    else:
-        if args.order is None or args.activation is None:
-            raise FeynmlpError("give --order K and --activation NAME (or --all for every shipped kernel)")
-        validate_order(args.order)
-        from .activations import get_activation
-
-        spec = get_activation(_activation_argument(args.activation))
-        requests = [(spec, args.order)]
-        refresh = refresh_command(spec.name, args.order)
-    folder = args.out if args.out is not None else default_output_folder()
-    if args.out is not None:
-        refresh += f" --out {args.out}"
-    started = time.perf_counter()
-    if args.check:
-        diffs = check_kernels(requests, folder, progress=not args.quiet)
-        if diffs:
-            print("".join(diffs))
-            print(f"generate-kernels: {len(diffs)} file(s) in {folder} are stale; refresh them with: {refresh}")
-            return 1
-        if not args.quiet:
-            print(f"generate-kernels: {len(requests)} kernel(s) in {folder} are up to date")
-        return 0
-    changed = write_kernels(requests, folder, progress=not args.quiet)
-    if not args.quiet:
-        print(f"generate-kernels: {len(requests)} kernel(s) derived in {time.perf_counter() - started:.1f} s; "
-              f"{len(changed)} file(s) written to {folder}" + (f": {', '.join(changed)}" if changed else " (all current)"))
-    return 0
-
-
-def _activation_argument(text: str):
-    """A built-in name, or a custom activation written as a formula in one variable."""
-    from ..activation_names import canonical_name
-
-    try:
-        return canonical_name(text)
-    except UnsupportedActivationError as unknown:
-        if not any(ch in text for ch in "()*+-/"):
-            raise unknown
-    from .safe_expression import parse_activation
-
-    expression, _ = parse_activation(text)
-    return expression

@@ -38,11 +38,6 @@ class NumbaPrinter(PythonCodePrinter):
         return super()._print_Pow(expr, rational=rational)
 
 
-def print_expression(expr: sp.Expr) -> str:
-    """One expression as Numba-compilable source."""
-    return NumbaPrinter().doprint(expr)
-
-
 def assignments(names: list[str], expressions: list[sp.Expr], temporary_prefix: str = "_t") -> list[str]:
     """Source lines computing `names[i] = expressions[i]`, sharing common subexpressions.
 

@@ -30,8 +30,3 @@ def environment() -> jinja2.Environment:
 def render(_template: str, /, **context) -> str:
     """Render one template with `context`; raises jinja2.UndefinedError on a missing name."""
     return environment().get_template(_template).render(**context)
-
-
-def template_path(template_name: str):
-    """The file a template is read from (hashed into the generator signature)."""
-    return resources.files("feynmlp.templates").joinpath(template_name)

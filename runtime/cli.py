@@ -17,7 +17,7 @@ from .errors import FeynmlpError
 _COMMANDS = (
     ("demo", "feynmlp.demo",
      "expand a built-in example network and show its coefficients, checks and diagrams"),
-    ("generate-kernels", "feynmlp.codegen.generate",
+    ("generate-kernels", "feynmlp.codegen.command",
      "derive the diagram rules for one order and activation with SymPy and write the Numba kernel module"),
     ("rules", "feynmlp.codegen.rules",
      "print or write the Feynman-like rules (propagators, vertices, every diagram) of one order"),
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def generate_kernels_main(argv: list[str] | None = None) -> int:
     """Entry point of the `generate-kernels` console script (same as `feynmlp generate-kernels`)."""
-    module = importlib.import_module("feynmlp.codegen.generate")
+    module = importlib.import_module("feynmlp.codegen.command")
     parser = argparse.ArgumentParser(prog="generate-kernels", description=module.CLI_DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     module.add_arguments(parser)

@@ -272,7 +272,7 @@ def _vertex_layer_multivariate(series, derivatives, module, order, tables):
         out[:, 0, :] = derivatives[:, 0, :]
         np.multiply(series[:, 1:, :], derivatives[:, 1:2, :], out=out[:, 1:, :])
         return out
-    call_kernel(module, "compose_multivariate", series, derivatives, out, *tables, 0, series.shape[0])
+    call_kernel(module, "compose_multivariate", series, derivatives, out, *tables)
     return out
 
 

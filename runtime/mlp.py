@@ -22,7 +22,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .activation_names import RELU_LIKE, canonical_name, check_order_supported
+from .activation_names import (NUMPY_FUNCTIONS, PIECEWISE_LINEAR, RELU_LIKE, TORCH_MODULES, canonical_name,
+                               check_custom_expression, check_order_supported)
+from .activation_names import short_repr as _short_repr
 from .errors import FeynmlpError, UnsupportedActivationError
 from .kernels import is_sympy_expression
 
@@ -30,94 +32,8 @@ __all__ = ["MLP"]
 
 
 # ----------------------------------------------------------------------------------------
-# NumPy forward functions of the built-in activations.
+# Recognising and checking activations (the registry, feynmlp.activation_names, knows them).
 # ----------------------------------------------------------------------------------------
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    # Written through exp(-|z|) so that neither branch overflows for large |z|.
-    e = np.exp(-np.abs(z))
-    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-
-
-def _softplus(z: np.ndarray) -> np.ndarray:
-    # log(1 + e^z) without overflow; the exact function, not torch's linearisation above 20.
-    return np.logaddexp(0.0, z)
-
-
-def _gelu(z: np.ndarray) -> np.ndarray:
-    # scipy is a hard dependency (Numba's BLAS); imported here so `import feynmlp` stays light.
-    from scipy.special import erf
-    return 0.5 * z * (1.0 + erf(z / math.sqrt(2.0)))
-
-
-_NUMPY_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "tanh": np.tanh,
-    "sigmoid": _sigmoid,
-    "softplus": _softplus,
-    "silu": lambda z: z * _sigmoid(z),
-    "gelu": _gelu,
-    "sin": np.sin,
-    "cos": np.cos,
-    "exp": np.exp,
-    "identity": lambda z: z,
-    "relu": lambda z: np.maximum(z, 0.0),
-    "leaky_relu": lambda z: np.where(z > 0, z, 0.01 * z),  # torch's default negative_slope
-    "hardtanh": lambda z: np.clip(z, -1.0, 1.0),
-    "relu6": lambda z: np.clip(z, 0.0, 6.0),
-}
-
-
-# ----------------------------------------------------------------------------------------
-# Recognising and checking activations.
-# ----------------------------------------------------------------------------------------
-
-# Longest repr of a user's value quoted in an error message: a message is one line naming the
-# value and the fix, and the repr of a state dict, a tensor or a nested module runs to
-# thousands of characters over many lines.
-_REPR_LIMIT = 80
-
-
-def _short_repr(value: Any) -> str:
-    """repr(value) on one line, cut to _REPR_LIMIT characters."""
-    try:
-        text = repr(value)
-    except Exception:  # a broken __repr__ must not hide the error being reported
-        text = f"<{type(value).__name__} object>"
-    text = " ".join(text.split())
-    return text if len(text) <= _REPR_LIMIT else text[:_REPR_LIMIT - 3] + "..."
-
-
-def _check_custom_expression(expr: Any, where: str) -> Any:
-    """Validate a SymPy activation; returns it unchanged."""
-    import sympy
-    from sympy.core.function import AppliedUndef
-
-    if not isinstance(expr, sympy.Expr):
-        raise UnsupportedActivationError(
-            f"{where}: a custom activation must be a SymPy expression (sympy.Expr), got the "
-            f"{type(expr).__name__} {_short_repr(expr)}; write it as an expression in one symbol, "
-            "e.g. x*tanh(x)")
-    symbols = sorted(expr.free_symbols, key=lambda s: s.name)
-    if len(symbols) != 1:
-        found = ", ".join(s.name for s in symbols) or "none"
-        raise UnsupportedActivationError(
-            f"{where}: a custom activation must have exactly one free symbol (its input), but "
-            f"{expr} has {len(symbols)} ({found}); substitute numbers for the other symbols")
-    undefined = sorted(str(f) for f in expr.atoms(AppliedUndef))
-    if undefined:
-        raise UnsupportedActivationError(
-            f"{where}: custom activation {expr} uses undefined function(s) {', '.join(undefined)}; "
-            "write it with known functions only (exp, log, tanh, erf, ...)")
-    if expr.has(sympy.nan, sympy.zoo, sympy.oo, -sympy.oo):
-        raise UnsupportedActivationError(
-            f"{where}: custom activation {expr} contains an infinite or undefined constant; "
-            "fix the expression (a division by zero?)")
-    if expr.has(sympy.I):
-        raise UnsupportedActivationError(
-            f"{where}: custom activation {expr} contains the imaginary unit I; feynmlp expands real "
-            "networks only")
-    return expr
-
 
 def _is_lambda(value: Any) -> bool:
     # The class hierarchy, never the sympy module: another thread may be importing it.
@@ -168,7 +84,7 @@ def _normalise_one(value: Any, where: str) -> Any:
     if _is_lambda(value):
         value = _lambda_body(value, where)
     if is_sympy_expression(value):
-        return _check_custom_expression(value, where)
+        return check_custom_expression(value, where)
     raise UnsupportedActivationError(
         f"{where}: an activation must be a built-in name such as 'tanh' or a SymPy expression in "
         f"one symbol, got the {type(value).__name__} {_short_repr(value)}")
@@ -465,7 +381,7 @@ class MLP:
 
     def _activation_function(self, layer: int, activation: Any) -> Callable[[np.ndarray], np.ndarray]:
         if isinstance(activation, str):
-            return _NUMPY_ACTIVATIONS[activation]
+            return NUMPY_FUNCTIONS[activation]
         function = self._custom_functions.get(layer)
         if function is None:
             import sympy
@@ -515,7 +431,7 @@ class MLP:
             a = self._activation_function(layer, self.hidden_activations[layer - 1])(z)
             z = a @ self.weights[layer].T + self.biases[layer]
         if self.output_activation is not None:
-            z = _NUMPY_ACTIVATIONS[self.output_activation](z)
+            z = NUMPY_FUNCTIONS[self.output_activation](z)
         return z
 
     def __repr__(self) -> str:
@@ -555,12 +471,14 @@ def _torch_activation_name(child: Any, where: str) -> str:
     """The built-in name of a supported torch activation module, or a clear refusal."""
     from torch import nn
 
-    kind = type(child)
-    simple = {nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.SiLU: "silu", nn.ReLU: "relu",
-              nn.ReLU6: "relu6"}
-    if kind in simple:
-        return simple[kind]
-    if kind is nn.Softplus:
+    # The exact class: ReLU6 is a subclass of Hardtanh, and a subclass may change the function.
+    name = {getattr(nn, module): name for name, module in TORCH_MODULES.items()}.get(type(child))
+    if name is None:
+        raise FeynmlpError(
+            f"{where} is not supported; from_torch accepts Linear, Tanh, Sigmoid, Softplus, SiLU, "
+            "GELU, ReLU, LeakyReLU, Hardtanh, ReLU6, Identity, Dropout and Flatten; for other "
+            "architectures build MLP(weights, biases, activation=...) from the arrays yourself")
+    if name == "softplus":
         if child.beta != 1:
             raise UnsupportedActivationError(
                 f"{where}: Softplus with beta={child.beta} is not supported, only beta=1; rescale "
@@ -571,27 +489,22 @@ def _torch_activation_name(child: Any, where: str) -> str:
                 f"{where}: Softplus with threshold={child.threshold} linearises where x > "
                 f"{child.threshold}, which differs from log(1 + e^x) by up to "
                 f"{math.log1p(math.exp(-child.threshold)):.2g}; use threshold >= 20 (the default)")
-        return "softplus"
-    if kind is nn.GELU:
+    if name == "gelu":
         if child.approximate != "none":
             raise UnsupportedActivationError(
                 f"{where}: GELU(approximate={child.approximate!r}) is not supported, only the exact "
                 "GELU(approximate='none') = x (1 + erf(x/sqrt(2)))/2; retrain with the exact GELU "
                 "or pass the tanh approximation as a custom SymPy activation with MLP(...)")
-        return "gelu"
-    if kind is nn.LeakyReLU:
-        if child.negative_slope != 0.01:
+    if name == "leaky_relu":
+        slope = PIECEWISE_LINEAR[name].slope
+        if child.negative_slope != slope:
             raise UnsupportedActivationError(
                 f"{where}: LeakyReLU(negative_slope={child.negative_slope}) is not supported, only "
-                "the default slope 0.01")
-        return "leaky_relu"
-    if kind is nn.Hardtanh:
-        if child.min_val != -1.0 or child.max_val != 1.0:
+                f"the default slope {slope}")
+    if name == "hardtanh":
+        shape = PIECEWISE_LINEAR[name]
+        if child.min_val != shape.lower or child.max_val != shape.upper:
             raise UnsupportedActivationError(
                 f"{where}: Hardtanh(min_val={child.min_val}, max_val={child.max_val}) is not "
-                "supported, only Hardtanh(-1, 1) and ReLU6")
-        return "hardtanh"
-    raise FeynmlpError(
-        f"{where} is not supported; from_torch accepts Linear, Tanh, Sigmoid, Softplus, SiLU, "
-        "GELU, ReLU, LeakyReLU, Hardtanh, ReLU6, Identity, Dropout and Flatten; for other "
-        "architectures build MLP(weights, biases, activation=...) from the arrays yourself")
+                f"supported, only Hardtanh({shape.lower:g}, {shape.upper:g}) and ReLU6")
+    return name
