@@ -2,8 +2,8 @@
 
 In: SymPy expressions and the names their results should be assigned to. Out: lists of source
 lines `name = expression` using only the `math` module and arithmetic, with common
-subexpressions hoisted into fixed temporaries `_t0, _t1, ...` (STYLE.md: the same input gives
-the same bytes, whatever PYTHONHASHSEED is).
+subexpressions hoisted into fixed temporaries `_t0, _t1, ...`: the same input gives the same
+bytes, whatever PYTHONHASHSEED is, so that generated/ is reproducible and reviewable by diff.
 """
 from __future__ import annotations
 
