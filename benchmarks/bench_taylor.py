@@ -516,7 +516,8 @@ def _feynmlp_worker(spec, data) -> dict:
     X = data["X"]
     info = dict(import_s=import_s, feynmlp_file=feynmlp.__file__, source_digest=_source_digest(feynmlp))
     # Which scheme "auto" picks, if this version has a choice (internal API, hence guarded).
-    choose = getattr(getattr(feynmlp, "forward", None), "choose_scheme", None)
+    choose = (getattr(getattr(feynmlp, "schemes", None), "choose_scheme", None)
+              or getattr(getattr(feynmlp, "forward", None), "choose_scheme", None))
     if case["mode"] == "directional":
         info["scheme"] = "directional"
     elif choose is not None:

@@ -13,58 +13,18 @@ incoming one: docs/mathematics.md, "Vertex sums and the layer recursion").
 """
 from __future__ import annotations
 
-import os
 from typing import NamedTuple
 
 import numpy as np
 
-from . import multi_index, threads, workspace
-from .errors import ResourceLimitError
+from . import memory, multi_index, threads, workspace
 from .kernels import call_kernel, kernel_module
+from .schemes import SCHEMES, choose_scheme
 
 
 # Per-layer series arrays of one block of points stay below this many bytes: the matrix
 # products stay long (points x coefficients) while memory stays bounded.
 _CHUNK_BYTES = 128 * 2**20
-
-
-def memory_budget() -> int:
-    """Bytes one expansion may allocate: FEYNMLP_MAX_MEMORY_GB, else 80 % of physical memory."""
-    configured = os.environ.get("FEYNMLP_MAX_MEMORY_GB")
-    if configured:
-        return int(float(configured) * 2**30)
-    try:
-        return int(0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        return 8 * 2**30
-
-
-def size_text(nbytes: float) -> str:
-    """A byte count for messages: MiB, or GiB from 1 GiB on."""
-    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
-
-
-def _check_memory(result: int, itemsize: int, tables: int, working: int, describe: str, advice: str,
-                  details: str = "") -> int:
-    """The estimated peak bytes of a request; ResourceLimitError, before anything is
-    allocated, if they exceed memory_budget().
-
-    result: the array handed back; tables: index tables and plans (they depend on the number
-    of variables and the order only); working: the series and work arrays of one chunk of
-    points, all threads together. Added to them: the caller's check of the result for
-    non-finite values (two boolean arrays of its size).
-    """
-    needed = result + tables + working + 2 * result // itemsize
-    budget = memory_budget()
-    if needed > budget:
-        raise ResourceLimitError(
-            f"{describe} needs about {size_text(needed)} ({details}the result {size_text(result)}"
-            + (f", index tables {size_text(tables)}" if tables >= 2**20 else "") + f"), more than the {size_text(budget)} "
-            f"allowed; {advice} (set FEYNMLP_MAX_MEMORY_GB to change the limit)")
-    return needed
-
-
-SCHEMES = ("auto", "forward", "top-vertex")
 
 
 class Kernels(NamedTuple):
@@ -96,22 +56,6 @@ def resolve_kernels(hidden_activations, output_activation, compose_order: int,
                    for activation in hidden_activations]
     output = None if output_activation is None else kernel_module(output_activation, compose_order)
     return Kernels(compose, derivatives, output)
-
-
-def choose_scheme(n_outputs: int, order: int, has_output_activation: bool, n_vars: int) -> str:
-    """Forward-only for an output activation, order 1 or many outputs; else the topmost vertex.
-
-    The top-vertex scheme pushes only orders <= K-2 forward and contracts the top orders with
-    the output propagators, once per output; pushing everything forward costs about the same
-    for any number of outputs but grows much faster with K. Measured on 32 -> 64 -> 64 -> m
-    (tanh, 256 points): at K = 2 (feynmlp.hessian, two cores) the top-vertex scheme was faster
-    up to m = 64 (7x at m = 4, 1.6x at m = 32, 1.1x at m = 64); at K = 3 (one core) up to
-    m = 16 (2.2x at m = 8). The bound for K >= 3 stays on the safe side as K grows.
-    """
-    if order < 2 or has_output_activation or n_vars < 2:
-        return "forward"
-    limit = 64 if order == 2 else max(4, 16 // (order - 1))
-    return "top-vertex" if n_outputs <= limit else "forward"
 
 
 def multivariate_series(weights, biases, hidden_activations, output_activation, points, order: int,
@@ -185,7 +129,7 @@ def multivariate_series(weights, biases, hidden_activations, output_activation, 
                                       + outputs * ((n_vars + 4) * hidden + 3 * n_vars * max(widths))
                                       + outputs * (multi_index.count_of_order(n_vars, order)
                                                    + multi_index.count_of_order(n_vars, order - 1)))
-    _check_memory(batch * widths[-1] * columns * itemsize, itemsize, tables, working,
+    memory.check(batch * widths[-1] * columns * itemsize, itemsize, tables, working,
                   f"a multivariate expansion of order {order} in {n_vars} variables for {batch} point(s)",
                   "restrict the variables with wrt=[...], use fewer points per call, or use feynmlp.directional for "
                   "the series along chosen directions",
@@ -348,7 +292,7 @@ def directional_series(weights, biases, hidden_activations, output_activation, p
 
 def directional_plan(widths, batch: int, n_inputs: int, order: int, itemsize: int) -> tuple[int, int]:
     """(directions per chunk, estimated peak bytes) of a directional expansion; refuses with
-    ResourceLimitError if it cannot fit in memory_budget().
+    ResourceLimitError if it cannot fit in memory.budget().
 
     Counted: the result; per direction of a chunk, three layer-sized series of order + 1
     coefficients (a layer's input, its composed series and the next layer's) and the first
@@ -360,9 +304,9 @@ def directional_plan(widths, batch: int, n_inputs: int, order: int, itemsize: in
     result = batch * widths[-1] * steps * itemsize
     inputs = 2 * batch * n_inputs  # the caller's finiteness check of the directions
     per_direction = (3 * max(widths) * steps + 2 * widths[0]) * itemsize
-    room = memory_budget() - result - 2 * result // itemsize - inputs
+    room = memory.budget() - result - 2 * result // itemsize - inputs
     chunk = int(min(batch, max(1, _CHUNK_BYTES // (max(widths) * steps * itemsize)), max(1, room // per_direction)))
-    needed = _check_memory(result, itemsize, inputs, chunk * per_direction,
+    needed = memory.check(result, itemsize, inputs, chunk * per_direction,
                            f"a directional expansion of order {order} for {batch} direction(s)",
                            "use fewer directions per call")
     return chunk, needed

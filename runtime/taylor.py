@@ -15,10 +15,11 @@ from typing import Sequence
 
 import numpy as np
 
-from . import forward, multi_index
+from . import forward, memory, multi_index
 from .errors import FeynmlpError, ResourceLimitError
 from .kernels import kernel_module, validate_order
 from .mlp import MLP
+from .schemes import SCHEMES
 
 # Working memory of one chunk of e(h) (the monomials of a group of displacements) and of one
 # chunk of a dense tensor's copy: large enough that the per-chunk NumPy calls cost nothing next
@@ -103,7 +104,7 @@ class TaylorExpansion:
         table = rows * multi_index.count_of_order(n, k - split) * n**split * itemsize
         tensor_bytes = rows * n**k * itemsize
         size = tensor_bytes + 2 * table + 2 * 8 * n ** (k - split) + min(_TENSOR_CHUNK_BYTES, tensor_bytes)
-        if size > forward.memory_budget():
+        if size > memory.budget():
             raise ResourceLimitError(
                 f"the dense order-{k} tensor would take {size / 2**30:.1f} GiB (n^k = {n}^{k} entries per output "
                 "and point); use .coefficients (unique entries only) or wrt= to restrict the variables")
@@ -171,12 +172,12 @@ class TaylorExpansion:
         # per column of the top degree and displacement), all counted before any is built.
         slices = min(2 * _EVALUATION_CHUNK_BYTES, 16 * multi_index.count_of_order(n, self.order) * count)
         fixed = count * n_out * itemsize + 8 * (self.order + 3) * columns + slices
-        budget = forward.memory_budget()
+        budget = memory.budget()
         if fixed + per_displacement > budget:
             raise ResourceLimitError(
                 f"evaluating the order-{self.order} polynomial in {n} variables at {count} displacement(s) needs at "
-                f"least {forward.size_text(fixed + per_displacement)} ({columns} monomials per displacement, {n_out} "
-                f"output(s)), more than the {forward.size_text(budget)} allowed; evaluate fewer displacements per call, "
+                f"least {memory.size_text(fixed + per_displacement)} ({columns} monomials per displacement, {n_out} "
+                f"output(s)), more than the {memory.size_text(budget)} allowed; evaluate fewer displacements per call, "
                 "restrict the variables with wrt=[...] or lower the order (set FEYNMLP_MAX_MEMORY_GB to change "
                 "the limit)")
         group = int(max(1, min(count, min(_EVALUATION_CHUNK_BYTES, budget - fixed) // per_displacement)))
@@ -528,8 +529,8 @@ def taylor(mlp: MLP, x, order: int, wrt=None, dtype=np.float64, scheme: str = "a
     dtype = _check_dtype(dtype)
     points, single = _check_points(x, mlp.n_inputs, dtype=dtype)
     variables = _check_wrt(wrt, mlp.n_inputs)
-    if scheme not in forward.SCHEMES:
-        raise FeynmlpError(f"scheme must be one of {', '.join(forward.SCHEMES)}, got {scheme!r}")
+    if scheme not in SCHEMES:
+        raise FeynmlpError(f"scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}")
     hidden, output = _activations(mlp, order)
     if scheme == "top-vertex" and output is not None:
         raise FeynmlpError("scheme 'top-vertex' needs a linear output layer; this network has output "

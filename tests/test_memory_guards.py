@@ -3,7 +3,7 @@
 Each case runs in a fresh process: a warm-up call loads the kernels, the kernel's peak
 resident size is reset (/proc/self/clear_refs), the call runs, and the growth of the peak
 (VmHWM) over the resident size before the call is compared with the estimate the guard
-made for that call (read by wrapping feynmlp.forward._check_memory).
+made for that call (read by wrapping feynmlp.memory.check).
 """
 from __future__ import annotations
 
@@ -20,12 +20,12 @@ _CHILD = r'''
 import json, sys
 import numpy as np
 import feynmlp
-from feynmlp import forward
+from feynmlp import memory
 
 case = json.loads(sys.argv[1])
 
 
-def memory():
+def resident():
     values = {}
     for line in open("/proc/self/status"):
         key, _, rest = line.partition(":")
@@ -45,14 +45,14 @@ else:
     call = lambda rows: feynmlp.taylor(mlp, x[:rows], case["order"], scheme=case["scheme"]).coefficients
 call(3)
 estimates = []
-check = forward._check_memory
-forward._check_memory = lambda *args, **kwargs: estimates.append(check(*args, **kwargs)) or estimates[-1]
+check = memory.check
+memory.check = lambda *args, **kwargs: estimates.append(check(*args, **kwargs)) or estimates[-1]
 with open("/proc/self/clear_refs", "w") as handle:
     handle.write("5")
-before = memory()["VmRSS"]
+before = resident()["VmRSS"]
 result = call(case["batch"])
-print(json.dumps({"estimate": estimates[-1], "growth": memory()["VmHWM"] - before, "result": result.nbytes,
-                  "budget": forward.memory_budget()}))
+print(json.dumps({"estimate": estimates[-1], "growth": resident()["VmHWM"] - before, "result": result.nbytes,
+                  "budget": memory.budget()}))
 '''
 
 CASES = {
