@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 import feynmlp
 from feynmlp import multi_index
-from test_taylor_against_torch import (assert_relative_close, random_mlp, torch_derivative_tensors,
-                                       torch_directional_coefficients, torch_network)
+from helpers.networks import random_mlp
+from helpers.torch_reference import (assert_relative_close, torch_derivative_tensors, torch_directional_coefficients,
+                                     torch_network)
 
 RTOL = 1e-12
 DENSE = (32, 64, 64, 64, 1)

@@ -24,11 +24,11 @@ from torch.func import jvp
 import feynmlp
 from feynmlp import MLP, FeynmlpError, ModelFileError, ResourceLimitError, UnsupportedActivationError
 from feynmlp import multi_index
-from test_taylor_against_torch import (
+from helpers.networks import random_mlp
+from helpers.torch_reference import (
     BUILTIN,
     assert_relative_close,
     check_against_torch,
-    random_mlp,
     torch_derivative_tensors,
     torch_network,
 )

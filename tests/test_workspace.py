@@ -12,8 +12,9 @@ import pytest
 
 import feynmlp
 from feynmlp import workspace
-from test_taylor_against_torch import (assert_relative_close, random_mlp, torch_derivative_tensors,
-                                       torch_directional_coefficients, torch_network)
+from helpers.networks import random_mlp
+from helpers.torch_reference import (assert_relative_close, torch_derivative_tensors, torch_directional_coefficients,
+                                     torch_network)
 
 
 def test_same_name_reuses_memory_and_grows_when_too_small():
