@@ -15,6 +15,8 @@ order-5 kernels, once per activation.
 
 The reference (torch_network, nested jacfwd, assert_relative_close, check_against_torch) is
 tests/helpers/torch_reference.py, shared with the other test files.
+Order 2 by the topmost vertex (feynmlp.hessian) has its own file, tests/test_hessian.py, and
+the contraction of orders >= 3 (feynmlp.top_vertex) tests/test_top_vertex.py.
 """
 from __future__ import annotations
 
@@ -24,10 +26,9 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-import feynmlp
 from feynmlp import MLP
 from helpers.networks import random_mlp
-from helpers.torch_reference import BUILTIN, TORCH_ACTIVATIONS, assert_relative_close, check_against_torch
+from helpers.torch_reference import BUILTIN, TORCH_ACTIVATIONS, check_against_torch
 
 # ----------------------------------------------------------------------------- fixed cases
 
@@ -103,51 +104,6 @@ def test_wide_layers_many_inputs_low_orders():
     for scheme in SCHEMES:
         check_against_torch(mlp, x, 2, scheme=scheme)
         check_against_torch(mlp, x, 3, scheme=scheme)
-
-
-@pytest.mark.parametrize("shared_first_layer", [0.0, 1e9])
-@pytest.mark.parametrize("sub_block_bytes", [1, 2040])
-def test_order_two_by_the_top_vertex_in_sub_blocks_of_points(monkeypatch, sub_block_bytes, shared_first_layer):
-    # feynmlp.hessian builds and contracts the Jacobians a few points at a time: here one point
-    # at a time, then 3 (5 variables x 17 neurons x 8 bytes = 680 per point; 5 with the three
-    # wrt variables), so that the blocks of both threads end in a remainder; three outputs and
-    # hidden layers of different widths share each product. Layer 1's part is one product for
-    # all points (threshold 0), or part of each point's contraction (threshold 1e9).
-    from feynmlp import hessian
-
-    monkeypatch.setattr(hessian, "_SUB_BLOCK_BYTES", sub_block_bytes)
-    monkeypatch.setattr(hessian, "_SHARED_FIRST_LAYER_POINTS_PER_VARIABLE", shared_first_layer)
-    rng = np.random.default_rng(41)
-    mlp = random_mlp(rng, (5, 7, 4, 6, 3), ["tanh", "gelu", "sin"])
-    points = rng.normal(size=(7, 5))
-    check_against_torch(mlp, points, 2, scheme="top-vertex")
-    check_against_torch(mlp, points, 2, wrt=[1, 2, 4], scheme="top-vertex")
-
-
-@pytest.mark.parametrize("shared_first_layer", [0.0, 1e9])
-def test_order_two_by_the_top_vertex_with_one_hidden_layer(monkeypatch, shared_first_layer):
-    # With one hidden layer the Hessians are layer 1's part alone: the one product for all
-    # points (feynmlp.hessian: w(1) @ pairs; no per-point contraction runs), or without it
-    # the per-point contraction of layer 1 alone.
-    from feynmlp import hessian
-
-    monkeypatch.setattr(hessian, "_SHARED_FIRST_LAYER_POINTS_PER_VARIABLE", shared_first_layer)
-    rng = np.random.default_rng(43)
-    mlp = random_mlp(rng, (6, 9, 4), ["softplus"])
-    points = rng.normal(size=(5, 6))
-    check_against_torch(mlp, points, 2, scheme="top-vertex")
-    check_against_torch(mlp, points, 2, wrt=[0, 3, 5], scheme="top-vertex")
-
-
-def test_order_two_by_the_top_vertex_in_float32():
-    # float32 runs the same kernel with single-precision BLAS (sgemm).
-    rng = np.random.default_rng(42)
-    mlp = random_mlp(rng, (6, 20, 20, 3), ["tanh", "silu"])
-    points = rng.normal(size=(5, 6))
-    e64 = check_against_torch(mlp, points, 2, scheme="top-vertex")
-    e32 = feynmlp.taylor(mlp, points, 2, scheme="top-vertex", dtype=np.float32)
-    assert e32.coefficients.dtype == np.float32
-    assert_relative_close(e32.coefficients.astype(np.float64), e64.coefficients, rtol=1e-5, what="float32")
 
 
 def test_width_one_everywhere():

@@ -422,14 +422,6 @@ def test_multivariate_order_6_two_inputs():
                               what=f"order-6 directional t^{k}")
 
 
-@pytest.mark.parametrize("order", [6, 7])
-def test_top_vertex_orders_6_and_7(order):
-    """Vertices of valence 5 and 6 inside the contraction (its own code path for valence >= 5)."""
-    rng = np.random.default_rng(order)
-    mlp = random_mlp(rng, (2, 5, 4, 1), ["tanh", "tanh"])
-    check_against_torch(mlp, rng.normal(size=(2, 2)), order, scheme="top-vertex")
-
-
 def test_directional_order_7_batch():
     rng = np.random.default_rng(77)
     mlp = random_mlp(rng, (2, 4, 3, 1), ["tanh", "tanh"])
