@@ -257,24 +257,6 @@ def test_bad_diagram_for_network_is_refused():
 TORCH_ACTS = ("tanh", "sigmoid", "sin", "softplus")
 
 
-def torch_derivative(ws, bs, x, acts, idx):
-    torch = pytest.importorskip("torch")
-    fn = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "sin": torch.sin,
-          "softplus": torch.nn.functional.softplus}
-    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
-    a = xt
-    for l, (w, b) in enumerate(zip(ws, bs)):
-        z = torch.tensor(w) @ a + torch.tensor(b)
-        a = fn[acts[l]](z) if l < len(ws) - 1 else z
-    out = []
-    for o in range(a.shape[0]):
-        g = a[o]
-        for i in idx:
-            g = torch.autograd.grad(g, xt, create_graph=True)[0][i]
-        out.append(g.item())
-    return np.array(out)
-
-
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     widths=st.lists(st.integers(1, 4), min_size=1, max_size=3),
@@ -290,7 +272,10 @@ def test_property_against_torch_autograd(widths, n_in, n_out, act_codes, order, 
     acts = act_codes[: len(widths)]
     idx = tuple(np.random.default_rng(seed).integers(0, n_in, size=order))
     got = derivative_from_diagrams(ws, bs, [derivative_function(a) for a in acts], x, idx)
-    expect = torch_derivative(ws, bs, x, acts, idx)
+    pytest.importorskip("torch")
+    from helpers.torch_reference import torch_index_derivative
+
+    expect = torch_index_derivative(ws, bs, x, acts, idx)
     scale = max(np.max(np.abs(expect)), 1e-12)
     np.testing.assert_allclose(got, expect, rtol=1e-9, atol=1e-12 * scale)
     n_terms = sum(1 for _ in diagram_values(ws, bs, derivative_function("tanh"), x, idx))

@@ -19,7 +19,6 @@ import pytest
 import sympy
 import torch
 from torch import nn
-from torch.func import jvp
 
 import feynmlp
 from feynmlp import MLP, FeynmlpError, ModelFileError, ResourceLimitError, UnsupportedActivationError
@@ -30,6 +29,7 @@ from helpers.torch_reference import (
     assert_relative_close,
     check_against_torch,
     torch_derivative_tensors,
+    torch_directional_series,
     torch_network,
 )
 
@@ -39,21 +39,6 @@ def contract(tensor: np.ndarray, v: np.ndarray) -> np.ndarray:
     while tensor.ndim > 1:
         tensor = tensor @ v
     return tensor
-
-
-def torch_directional_series(f, x, v, order: int) -> np.ndarray:
-    """(n_out, order + 1): d^k/dt^k f(x + t v) / k! at t = 0, by nesting torch.func.jvp."""
-    x = torch.as_tensor(np.asarray(x, dtype=np.float64))
-    v = torch.as_tensor(np.asarray(v, dtype=np.float64))
-
-    def along_v(g):
-        return lambda y: jvp(g, (y,), (v,))[1]
-
-    series, g = [], f
-    for k in range(order + 1):
-        series.append(g(x).detach().numpy() / math.factorial(k))
-        g = along_v(g)
-    return np.stack(series, axis=-1)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 import torch
-from torch.func import jacfwd
+from torch.func import jacfwd, jvp
 from torch.nn import functional as F
 
 import feynmlp
@@ -82,6 +82,41 @@ def torch_directional_coefficients(f, x, v, order: int) -> np.ndarray:
         coefficients.append(g(t0).detach().numpy() / math.factorial(k))
         g = jacfwd(g)
     return np.stack(coefficients, axis=-1)
+
+
+def torch_directional_series(f, x, v, order: int) -> np.ndarray:
+    """(n_out, order + 1): d^k/dt^k f(x + t v) / k! at t = 0, by nesting torch.func.jvp."""
+    x = torch.as_tensor(np.asarray(x, dtype=np.float64))
+    v = torch.as_tensor(np.asarray(v, dtype=np.float64))
+
+    def along_v(g):
+        return lambda y: jvp(g, (y,), (v,))[1]
+
+    series, g = [], f
+    for k in range(order + 1):
+        series.append(g(x).detach().numpy() / math.factorial(k))
+        g = along_v(g)
+    return np.stack(series, axis=-1)
+
+
+def torch_index_derivative(ws, bs, x, acts, idx) -> np.ndarray:
+    """(n_out,) d^k f_o / dx_idx[0] ... dx_idx[k-1] at x, by repeated torch.autograd.grad, for
+    raw weights and biases and one activation name per hidden layer (tanh, sigmoid, sin, or
+    softplus as torch.nn.functional.softplus); linear output."""
+    fn = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "sin": torch.sin,
+          "softplus": torch.nn.functional.softplus}
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    a = xt
+    for l, (w, b) in enumerate(zip(ws, bs)):
+        z = torch.tensor(w) @ a + torch.tensor(b)
+        a = fn[acts[l]](z) if l < len(ws) - 1 else z
+    out = []
+    for o in range(a.shape[0]):
+        g = a[o]
+        for i in idx:
+            g = torch.autograd.grad(g, xt, create_graph=True)[0][i]
+        out.append(g.item())
+    return np.array(out)
 
 
 def assert_relative_close(got, want, rtol: float = RTOL, what: str = "") -> None:
