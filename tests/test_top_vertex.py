@@ -6,7 +6,8 @@
 - The coefficients of scheme="top-vertex" at K = 3 and 4 against scheme="forward" (every order
   pushed forward through the layers, none of this module's code) and against torch (nested
   jacfwd, helpers.torch_reference), on small networks: one to three hidden layers, one to three
-  outputs, a subset of the variables, plans cut into many tiles and chunks; and K = 6, 7.
+  outputs, a subset of the variables, plans cut into many tiles and chunks; a wider network
+  with both schemes at K = 2..4; and K = 6, 7.
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ import numpy as np
 import pytest
 
 import feynmlp
-from feynmlp import multi_index, top_vertex
-from helpers.networks import random_mlp
+from feynmlp import forward, multi_index, top_vertex
+from helpers.networks import random_layers, random_mlp
 from helpers.torch_reference import assert_relative_close, check_against_torch
 
 
@@ -125,6 +126,19 @@ def test_orders_3_and_4_wrt_a_subset(order):
     expansion = check_against_torch(mlp, points, order, wrt=wrt, scheme="top-vertex")
     forward = feynmlp.taylor(mlp, points, order, wrt=wrt, scheme="forward")
     assert_relative_close(expansion.coefficients, forward.coefficients, rtol=1e-12)
+
+
+def test_schemes_agree_on_wider_networks():
+    """Both schemes of forward.multivariate_series against each other on a wider network with
+    several outputs (order 2 is feynmlp.hessian, 3 and 4 the contraction)."""
+    rng = np.random.default_rng(5)
+    weights, biases = random_layers(rng, (6, 9, 7, 8, 3), 0.7, 0.3)
+    points = rng.normal(size=(5, 6)) * 0.5
+    acts = ["tanh", "gelu", "sin"]
+    for order in (2, 3, 4):
+        a = forward.multivariate_series(weights, biases, acts, None, points, order, scheme="forward")
+        b = forward.multivariate_series(weights, biases, acts, None, points, order, scheme="top-vertex")
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12 * np.abs(a).max())
 
 
 @pytest.fixture
