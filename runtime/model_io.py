@@ -67,11 +67,10 @@ _BUILD_FROM_ARRAYS_HINT = (
     "shape (n_out, n_in)")
 
 
-def _tensor_names(n_layers: int) -> list[str]:
-    names = []
-    for layer in range(n_layers):
-        names += [f"layers.{layer}.weight", f"layers.{layer}.bias"]
-    return names
+def _layer_tensor_names(layer: int) -> tuple[str, str]:
+    """The names of layer `layer`'s weight and bias tensors in a model file; writing, the
+    metadata, the shape check and reading all take them from here so that they cannot differ."""
+    return f"layers.{layer}.weight", f"layers.{layer}.bias"
 
 
 def _sha256(array: np.ndarray) -> str:
@@ -120,8 +119,9 @@ def _document(mlp: MLP, record: dict) -> str:
     hidden = [_encode_activation(a) for a in mlp.hidden_activations]
     tensors = {}
     for layer, (w, b) in enumerate(zip(mlp.weights, mlp.biases)):
-        tensors[f"layers.{layer}.weight"] = {"shape": list(w.shape), "sha256": _sha256(w)}
-        tensors[f"layers.{layer}.bias"] = {"shape": list(b.shape), "sha256": _sha256(b)}
+        weight_name, bias_name = _layer_tensor_names(layer)
+        tensors[weight_name] = {"shape": list(w.shape), "sha256": _sha256(w)}
+        tensors[bias_name] = {"shape": list(b.shape), "sha256": _sha256(b)}
     from . import __version__
     document = {
         "format": FORMAT_NAME,
@@ -192,8 +192,9 @@ def save(mlp: MLP, path: str | os.PathLike, record: dict | None = None) -> None:
 
     tensors = {}
     for layer, (w, b) in enumerate(zip(mlp.weights, mlp.biases)):
-        tensors[f"layers.{layer}.weight"] = w
-        tensors[f"layers.{layer}.bias"] = b
+        weight_name, bias_name = _layer_tensor_names(layer)
+        tensors[weight_name] = w
+        tensors[bias_name] = b
     if suffix == ".safetensors":
         import safetensors.numpy
         payload = safetensors.numpy.save(tensors, metadata={SAFETENSORS_METADATA_KEY: document})
@@ -267,8 +268,9 @@ def _expected_shapes(document: dict) -> dict[str, tuple[int, ...]]:
     sizes = document["layer_sizes"]
     shapes = {}
     for layer in range(len(sizes) - 1):
-        shapes[f"layers.{layer}.weight"] = (sizes[layer + 1], sizes[layer])
-        shapes[f"layers.{layer}.bias"] = (sizes[layer + 1],)
+        weight_name, bias_name = _layer_tensor_names(layer)
+        shapes[weight_name] = (sizes[layer + 1], sizes[layer])
+        shapes[bias_name] = (sizes[layer + 1],)
     return shapes
 
 
@@ -384,8 +386,9 @@ def _build(path: str, document: dict, arrays: dict[str, np.ndarray]) -> MLP:
                 f"{path}: tensor {name} does not match its recorded checksum; the file is "
                 "corrupted: restore it from a backup or save the model again")
     n_layers = len(document["layer_sizes"]) - 1
-    weights = [arrays[f"layers.{layer}.weight"] for layer in range(n_layers)]
-    biases = [arrays[f"layers.{layer}.bias"] for layer in range(n_layers)]
+    names = [_layer_tensor_names(layer) for layer in range(n_layers)]
+    weights = [arrays[weight_name] for weight_name, _ in names]
+    biases = [arrays[bias_name] for _, bias_name in names]
     stored = document["activation"]
     if isinstance(stored, list):
         activation = [_decode_activation(path, a) for a in stored]

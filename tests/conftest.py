@@ -1,10 +1,11 @@
+"""Fixtures of every test: a kernel cache of the session's own, the repository's root.
+
+Shared helpers (random networks, the torch and SymPy references) are the package
+tests/helpers, importable as `helpers` through pyproject.toml's pytest `pythonpath`."""
 import os
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 REPO = Path(__file__).resolve().parent.parent
 

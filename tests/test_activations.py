@@ -10,7 +10,7 @@ from feynmlp.activation_names import BUILTIN_ACTIVATIONS
 from feynmlp.codegen.activations import Z, custom_activation, get_activation
 from feynmlp.errors import UnsupportedActivationError
 from feynmlp.kernels import kernel_module
-from symbolic_reference import ACTIVATION_FORMULAS
+from helpers.symbolic_reference import ACTIVATION_FORMULAS
 
 POINTS = [-2.3, -0.7, 0.0, 0.4, 1.9]
 

@@ -3,8 +3,8 @@
 The performance issue asks that every scheme give the reference's numbers for every order and
 shape the benchmark times: the 32 -> 64^3 -> 1 network at K = 2..5, the Born network
 64 -> 128^3 -> 1 at U = 0 for K = 2, 3 and along directions to order 3, and 32 -> 64^2 -> 8
-at K = 2, 3. The reference is torch float64 (nested torch.func.jacfwd, as in
-tests/test_taylor_against_torch.py): per derivative order, max |got - want| <= 1e-12 max |want|.
+at K = 2, 3. The reference is torch float64 (nested torch.func.jacfwd,
+tests/helpers/torch_reference.py): per derivative order, max |got - want| <= 1e-12 max |want|.
 
 At K = 5 with 32 inputs the dense reference tensor has 32^5 = 33.5 million entries per point
 (minutes of nested jacfwd), so there the order-5 coefficients are checked through what they
@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 import feynmlp
 from feynmlp import multi_index
-from test_taylor_against_torch import (assert_relative_close, random_mlp, torch_derivative_tensors,
-                                       torch_directional_coefficients, torch_network)
+from helpers.networks import random_mlp
+from helpers.torch_reference import (assert_relative_close, torch_derivative_tensors, torch_directional_coefficients,
+                                     torch_network)
 
 RTOL = 1e-12
 DENSE = (32, 64, 64, 64, 1)

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feynmlp import FeynmlpError
+from helpers.networks import random_layers
 from feynmlp.diagram_values import (
     derivative_from_diagrams,
     diagram_value,
@@ -52,10 +53,10 @@ def derivative_function(name: str, m_max: int = 6):
     return d
 
 
-def random_mlp(sizes, seed):
+def random_case(sizes, seed):
+    """Weights, biases and a point, all from one seed."""
     rng = np.random.default_rng(seed)
-    ws = [rng.normal(scale=0.9, size=(sizes[i + 1], sizes[i])) for i in range(len(sizes) - 1)]
-    bs = [rng.normal(scale=0.4, size=(sizes[i + 1],)) for i in range(len(sizes) - 1)]
+    ws, bs = random_layers(rng, sizes, 0.9, 0.4)
     x = rng.normal(scale=0.6, size=sizes[0])
     return ws, bs, x
 
@@ -103,7 +104,7 @@ NETWORKS = {
 @functools.lru_cache(maxsize=None)
 def symbolic_case(name):
     acts, out_act = NETWORKS[name]
-    ws, bs, x = random_mlp(SIZES, seed=sorted(NETWORKS).index(name) + 11)
+    ws, bs, x = random_case(SIZES, seed=sorted(NETWORKS).index(name) + 11)
     return ws, bs, x, acts, SymbolicNetwork(ws, bs, x, acts, out_act)
 
 
@@ -125,7 +126,7 @@ def test_diagram_sum_equals_sympy_diff(name, idx):
 
 @pytest.mark.parametrize("idx", [(0,), (0, 1), (2, 2), (0, 1, 2)], ids=str)
 def test_gelu_and_two_outputs_against_sympy(idx):
-    ws, bs, x = random_mlp((3, 2, 2, 2), seed=5)
+    ws, bs, x = random_case((3, 2, 2, 2), seed=5)
     sym = SymbolicNetwork(ws, bs, x, ("gelu", "gelu"))
     got = derivative_from_diagrams(ws, bs, derivative_function("gelu"), x, idx)
     assert got.shape == (2,)
@@ -134,7 +135,7 @@ def test_gelu_and_two_outputs_against_sympy(idx):
 
 @pytest.mark.parametrize("idx", [(1,), (0, 1), (0, 1, 1)], ids=str)
 def test_output_activation_is_one_more_vertex_layer(idx):
-    ws, bs, x = random_mlp((3, 2, 2), seed=3)
+    ws, bs, x = random_case((3, 2, 2), seed=3)
     sym = SymbolicNetwork(ws, bs, x, ("tanh",), output_activation="sigmoid")
     terms = diagram_values(ws, bs, derivative_function("tanh"), x, idx,
                            output_derivatives=derivative_function("sigmoid"))
@@ -165,7 +166,7 @@ def explicit_propagators(ws, bs, x, d):
 
 
 def test_each_order_two_diagram_matches_design_formula():
-    ws, bs, x = random_mlp((3, 3, 4, 2, 2), seed=21)  # L = 4, three hidden layers
+    ws, bs, x = random_case((3, 3, 4, 2, 2), seed=21)  # L = 4, three hidden layers
     d = derivative_function("tanh")
     P, s = explicit_propagators(ws, bs, x, d)
     L = len(ws)
@@ -180,7 +181,7 @@ def test_each_order_two_diagram_matches_design_formula():
 
 
 def test_each_order_three_diagram_matches_design_formula():
-    ws, bs, x = random_mlp((3, 3, 4, 2, 2), seed=22)
+    ws, bs, x = random_case((3, 3, 4, 2, 2), seed=22)
     d = derivative_function("sigmoid")
     P, s = explicit_propagators(ws, bs, x, d)
     L = len(ws)
@@ -202,7 +203,7 @@ def test_each_order_three_diagram_matches_design_formula():
 
 
 def test_propagator_helpers():
-    ws, bs, x = random_mlp((3, 4, 3, 2), seed=8)
+    ws, bs, x = random_case((3, 4, 3, 2), seed=8)
     d = derivative_function("tanh")
     point = network_point(ws, bs, d, x, max_order=3)
     P, s = explicit_propagators(ws, bs, x, d)
@@ -219,7 +220,7 @@ def test_propagator_helpers():
 
 
 def test_order_one_is_the_jacobian():
-    ws, bs, x = random_mlp((3, 4, 2), seed=9)
+    ws, bs, x = random_case((3, 4, 2), seed=9)
     d = derivative_function("sin")
     (dg, v), = diagram_values(ws, bs, d, x, (1,))
     jac = ws[1] @ np.diag(np.cos(ws[0] @ x + bs[0])) @ ws[0]
@@ -235,7 +236,7 @@ def test_order_one_is_the_jacobian():
     (dict(derivatives=[]), "one per hidden layer"),
 ])
 def test_bad_input_is_refused(kwargs, match):
-    ws, bs, x = random_mlp((3, 4, 2), seed=1)
+    ws, bs, x = random_case((3, 4, 2), seed=1)
     args = dict(weights=ws, biases=bs, derivatives=derivative_function("tanh"), x=x, indices=(0, 1))
     args.update(kwargs)
     with pytest.raises(FeynmlpError, match=match):
@@ -244,7 +245,7 @@ def test_bad_input_is_refused(kwargs, match):
 
 def test_bad_diagram_for_network_is_refused():
     from feynmlp.codegen.diagrams import diagrams
-    ws, bs, x = random_mlp((3, 4, 2), seed=1)
+    ws, bs, x = random_case((3, 4, 2), seed=1)
     point = network_point(ws, bs, derivative_function("tanh"), x, 2)
     deep = diagrams(2, 3)[-1]
     with pytest.raises(FeynmlpError, match="outside the hidden layers"):
@@ -254,24 +255,6 @@ def test_bad_diagram_for_network_is_refused():
 # -- property test against PyTorch autograd -------------------------------------------------
 
 TORCH_ACTS = ("tanh", "sigmoid", "sin", "softplus")
-
-
-def torch_derivative(ws, bs, x, acts, idx):
-    torch = pytest.importorskip("torch")
-    fn = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "sin": torch.sin,
-          "softplus": torch.nn.functional.softplus}
-    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
-    a = xt
-    for l, (w, b) in enumerate(zip(ws, bs)):
-        z = torch.tensor(w) @ a + torch.tensor(b)
-        a = fn[acts[l]](z) if l < len(ws) - 1 else z
-    out = []
-    for o in range(a.shape[0]):
-        g = a[o]
-        for i in idx:
-            g = torch.autograd.grad(g, xt, create_graph=True)[0][i]
-        out.append(g.item())
-    return np.array(out)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -285,11 +268,14 @@ def torch_derivative(ws, bs, x, acts, idx):
 )
 def test_property_against_torch_autograd(widths, n_in, n_out, act_codes, order, seed):
     sizes = (n_in, *widths, n_out)
-    ws, bs, x = random_mlp(sizes, seed)
+    ws, bs, x = random_case(sizes, seed)
     acts = act_codes[: len(widths)]
     idx = tuple(np.random.default_rng(seed).integers(0, n_in, size=order))
     got = derivative_from_diagrams(ws, bs, [derivative_function(a) for a in acts], x, idx)
-    expect = torch_derivative(ws, bs, x, acts, idx)
+    pytest.importorskip("torch")
+    from helpers.torch_reference import torch_index_derivative
+
+    expect = torch_index_derivative(ws, bs, x, acts, idx)
     scale = max(np.max(np.abs(expect)), 1e-12)
     np.testing.assert_allclose(got, expect, rtol=1e-9, atol=1e-12 * scale)
     n_terms = sum(1 for _ in diagram_values(ws, bs, derivative_function("tanh"), x, idx))

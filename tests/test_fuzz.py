@@ -31,7 +31,7 @@ from hypothesis.extra import numpy as hnp  # noqa: E402
 
 import feynmlp  # noqa: E402
 from feynmlp.errors import FeynmlpError, ModelFileError  # noqa: E402
-from test_taylor_against_torch import (  # noqa: E402
+from helpers.torch_reference import (  # noqa: E402
     torch_derivative_tensors, torch_directional_coefficients, torch_network)
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")

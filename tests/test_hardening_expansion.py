@@ -28,8 +28,9 @@ import torch
 import feynmlp
 from feynmlp import MLP, TaylorExpansion, multi_index
 from feynmlp.errors import FeynmlpError, ResourceLimitError
-from test_taylor_against_torch import (assert_relative_close, random_mlp, torch_derivative_tensors,
-                                       torch_directional_coefficients, torch_network)
+from helpers.networks import random_mlp
+from helpers.torch_reference import (assert_relative_close, torch_derivative_tensors, torch_directional_coefficients,
+                                     torch_network)
 
 
 def random_expansion(n, order, n_out=2, batch=None, dtype=np.float64, seed=0):

@@ -395,15 +395,15 @@ def test_activation_refusals_are_one_bounded_line():
 
 def _lambda_network(activation, seed=5, sizes=(2, 3, 1)):
     import feynmlp
-    from symbolic_reference import random_mlp
+    from helpers.networks import random_layers
 
-    weights, biases = random_mlp(np.random.default_rng(seed), sizes)
+    weights, biases = random_layers(np.random.default_rng(seed), sizes, 0.7, 0.3)
     return weights, biases, feynmlp.MLP(weights, biases, activation=activation)
 
 
 def test_a_one_argument_lambda_is_the_activation_of_its_body():
     import sympy
-    from symbolic_reference import directional_coefficients, symbolic_outputs, taylor_coefficients
+    from helpers.symbolic_reference import directional_coefficients, symbolic_outputs, taylor_coefficients
 
     import feynmlp
     from feynmlp import multi_index

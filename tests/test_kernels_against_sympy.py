@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from feynmlp import forward, multi_index
-from symbolic_reference import directional_coefficients, random_mlp, symbolic_outputs, taylor_coefficients
+from helpers.networks import random_layers
+from helpers.symbolic_reference import directional_coefficients, symbolic_outputs, taylor_coefficients
 
 CASES = [
     # (layer sizes, hidden activations, output activation, order): small, because SymPy's
@@ -33,7 +34,7 @@ SCHEME_CASES = [case + (scheme,) for case in CASES for scheme in ("forward", "to
 @pytest.mark.parametrize("sizes,acts,out_act,order,scheme", SCHEME_CASES)
 def test_multivariate_coefficients(sizes, acts, out_act, order, scheme):
     rng = np.random.default_rng(sum(sizes) + order)
-    weights, biases = random_mlp(rng, sizes)
+    weights, biases = random_layers(rng, sizes, 0.7, 0.3)
     point = rng.normal(size=sizes[0]) * 0.5
     xs, outputs = symbolic_outputs(weights, biases, acts, out_act)
     coefficients = forward.multivariate_series(weights, biases, acts, out_act, point[None], order, scheme=scheme)
@@ -48,7 +49,7 @@ def test_multivariate_coefficients(sizes, acts, out_act, order, scheme):
 def test_wrt_subset_and_batch(scheme):
     rng = np.random.default_rng(7)
     sizes = (3, 2, 2, 1)
-    weights, biases = random_mlp(rng, sizes)
+    weights, biases = random_layers(rng, sizes, 0.7, 0.3)
     points = rng.normal(size=(2, 3)) * 0.5
     xs, (expr,) = symbolic_outputs(weights, biases, ["tanh", "sigmoid"])
     wrt = [2, 0]
@@ -64,7 +65,7 @@ def test_wrt_subset_and_batch(scheme):
 @pytest.mark.parametrize("acts,order", [(["tanh", "sin"], 6), (["gelu", "softplus"], 5)])
 def test_directional_series(acts, order):
     rng = np.random.default_rng(order)
-    weights, biases = random_mlp(rng, (3, 2, 2, 2))
+    weights, biases = random_layers(rng, (3, 2, 2, 2), 0.7, 0.3)
     point, direction = rng.normal(size=3) * 0.5, rng.normal(size=3)
     xs, outputs = symbolic_outputs(weights, biases, acts)
     series = forward.directional_series(weights, biases, acts, None, point[None], direction[None], order)
@@ -76,7 +77,7 @@ def test_directional_series(acts, order):
 
 def test_float32_on_request():
     rng = np.random.default_rng(3)
-    weights, biases = random_mlp(rng, (2, 3, 1))
+    weights, biases = random_layers(rng, (2, 3, 1), 0.7, 0.3)
     point = rng.normal(size=(1, 2))
     c64 = forward.multivariate_series(weights, biases, ["tanh"], None, point, 3)
     c32 = forward.multivariate_series(weights, biases, ["tanh"], None, point, 3, dtype=np.float32)
@@ -87,21 +88,9 @@ def test_float32_on_request():
 def test_order_beyond_shipped_is_generated_on_demand(tmp_path, monkeypatch):
     monkeypatch.setenv("FEYNMLP_CACHE_DIR", str(tmp_path))
     rng = np.random.default_rng(11)
-    weights, biases = random_mlp(rng, (2, 2, 1))
+    weights, biases = random_layers(rng, (2, 2, 1), 0.7, 0.3)
     point = rng.normal(size=2) * 0.5
     xs, (expr,) = symbolic_outputs(weights, biases, ["tanh"])
     coefficients = forward.multivariate_series(weights, biases, ["tanh"], None, point[None], 5)
     for got, want in zip(coefficients[0, 0], taylor_coefficients(expr, xs, point, multi_index.exponents(2, 5))):
         _close(got, want)
-
-
-def test_schemes_agree_on_wider_networks():
-    """Both schemes against each other where SymPy would be too slow: several outputs, blocks."""
-    rng = np.random.default_rng(5)
-    weights, biases = random_mlp(rng, (6, 9, 7, 8, 3))
-    points = rng.normal(size=(5, 6)) * 0.5
-    acts = ["tanh", "gelu", "sin"]
-    for order in (2, 3, 4):
-        a = forward.multivariate_series(weights, biases, acts, None, points, order, scheme="forward")
-        b = forward.multivariate_series(weights, biases, acts, None, points, order, scheme="top-vertex")
-        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12 * np.abs(a).max())

@@ -51,35 +51,3 @@ def test_columns_are_ranked_in_closed_form(n, order):
 def test_sorted_rows_is_a_row_sort(width):
     rows = np.random.default_rng(width).integers(0, 6, size=(200, width))
     assert np.array_equal(multi_index.sorted_rows(rows), np.sort(rows, axis=1))
-
-
-@pytest.mark.parametrize("n,order", [(1, 3), (2, 3), (3, 3), (4, 4), (3, 5)])
-def test_top_vertex_plan_targets_are_sums_of_exponents(n, order):
-    """Every target of the top-vertex plan is the column of alpha + beta (looked up through
-    exponent vectors, independently of the plan's merged-tuple arithmetic), every pair that the
-    first-variable rule keeps is there, and the others are marked -1."""
-    from feynmlp import top_vertex
-
-    plan = top_vertex.plan(n, order)
-    exps = multi_index.exponents(n, order)
-    offsets, _, _ = multi_index.layout(n, order)
-
-    def first(e):
-        return int(np.nonzero(e)[0][0])
-
-    for a0, na, b0, nb, offset in plan.splits:
-        table = plan.targets[offset:offset + na * nb].reshape(na, nb)
-        for a in range(na):
-            for b in range(nb):
-                alpha, beta = exps[a0 + a], exps[b0 + b]
-                if first(alpha) <= first(beta):
-                    assert table[a, b] == multi_index.column_of(n, order, alpha + beta) - offsets[order]
-                else:
-                    assert table[a, b] == -1
-    for a in range(plan.pair_targets.shape[0]):
-        for j in range(n):
-            gamma = exps[offsets[order - 1] + a].copy()
-            gamma[j] += 1
-            assert plan.pair_targets[a, j] == multi_index.column_of(n, order, gamma) - offsets[order]
-    top = exps[offsets[order]:offsets[order + 1]]
-    assert np.array_equal(plan.first_count, [e[first(e)] for e in top])

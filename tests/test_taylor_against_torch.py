@@ -13,136 +13,22 @@ architectures, activations, orders, schemes and points. Sizes are kept small (n_
 entries per order); most of the file's minute and a half of CPU time is Numba compiling the
 order-5 kernels, once per activation.
 
-The helpers here (`random_mlp`, `torch_network`, `torch_derivative_tensors`,
-`torch_directional_coefficients`, `assert_relative_close`) are also used by
-tests/test_taylor_api.py, tests/test_fuzz.py and tests/test_benchmark_shapes.py.
+The reference (torch_network, nested jacfwd, assert_relative_close, check_against_torch) is
+tests/helpers/torch_reference.py, shared with the other test files.
+Order 2 by the topmost vertex (feynmlp.hessian) has its own file, tests/test_hessian.py, and
+the contraction of orders >= 3 (feynmlp.top_vertex) tests/test_top_vertex.py.
 """
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from torch.func import jacfwd
-from torch.nn import functional as F
 
-import feynmlp
 from feynmlp import MLP
-
-RTOL = 1e-9
-# The floor of the norm in the relative error: when every reference entry is 0 (a linear
-# network's higher derivatives), feynmlp must return 0 too, up to this absolute amount.
-TINY = 1e-300
-
-BUILTIN = ("tanh", "sigmoid", "softplus", "silu", "gelu", "sin", "cos", "exp", "identity")
-
-TORCH_ACTIVATIONS = {
-    "tanh": torch.tanh,
-    "sigmoid": torch.sigmoid,
-    # The exact log(1 + e^z) (feynmlp's softplus); F.softplus linearises above z = 20.
-    "softplus": lambda z: torch.logaddexp(torch.zeros_like(z), z),
-    "silu": F.silu,
-    "gelu": lambda z: F.gelu(z, approximate="none"),
-    "sin": torch.sin,
-    "cos": torch.cos,
-    "exp": torch.exp,
-    "identity": lambda z: z,
-    "relu": F.relu,
-}
-
-
-# ----------------------------------------------------------------------------- helpers
-
-def random_mlp(rng: np.random.Generator, sizes, activations, output_activation=None) -> MLP:
-    """An MLP with layer sizes `sizes` = (n_0, ..., n_L) and N(0, 1/fan_in) weights.
-
-    Weights after an exp layer are scaled by 0.3 so that stacked exp layers stay of order one
-    (sigma = 0.3 exp(sigma^2) has a stable fixed point near 0.33) instead of overflowing.
-    """
-    weights, biases = [], []
-    hidden = list(activations) if isinstance(activations, (list, tuple)) else [activations] * (len(sizes) - 2)
-    for layer in range(len(sizes) - 1):
-        gain = 0.3 if layer > 0 and hidden[layer - 1] == "exp" else 1.0
-        fan_in = sizes[layer]
-        weights.append(rng.normal(size=(sizes[layer + 1], fan_in)) * gain / np.sqrt(fan_in))
-        biases.append(rng.normal(scale=0.5, size=sizes[layer + 1]))
-    return MLP(weights, biases, activation=list(hidden), output_activation=output_activation)
-
-
-def torch_network(mlp: MLP, custom=None):
-    """The function x (n_in,) -> f(x) (n_out,) of `mlp`, written in torch float64.
-
-    `custom` maps a hidden layer's SymPy activation (by its string) to a torch function.
-    """
-    custom = custom or {}
-    weights = [torch.as_tensor(w, dtype=torch.float64) for w in mlp.weights]
-    biases = [torch.as_tensor(b, dtype=torch.float64) for b in mlp.biases]
-    functions = [TORCH_ACTIVATIONS[a] if isinstance(a, str) else custom[str(a)] for a in mlp.hidden_activations]
-    output = TORCH_ACTIVATIONS[mlp.output_activation] if mlp.output_activation is not None else None
-
-    def f(x):
-        z = weights[0] @ x + biases[0]
-        for layer in range(1, len(weights)):
-            z = weights[layer] @ functions[layer - 1](z) + biases[layer]
-        return output(z) if output is not None else z
-
-    return f
-
-
-def torch_derivative_tensors(f, x, order: int) -> list[np.ndarray]:
-    """[f(x), Df(x), ..., D^order f(x)]: nested torch.func.jacfwd, shapes (n_out,) + (n,)*k."""
-    x = torch.as_tensor(np.asarray(x, dtype=np.float64))
-    tensors, g = [], f
-    for k in range(order + 1):
-        tensors.append(g(x).detach().numpy())
-        g = jacfwd(g)
-    return tensors
-
-
-def torch_directional_coefficients(f, x, v, order: int) -> np.ndarray:
-    """Coefficients of t -> f(x + v t) up to t^order, (n_out, order + 1): nested jacfwd in t,
-    the k-th derivative divided by k!."""
-    x = torch.as_tensor(np.asarray(x, dtype=np.float64))
-    v = torch.as_tensor(np.asarray(v, dtype=np.float64))
-    g = lambda t: f(x + t * v)  # noqa: E731 - the function torch differentiates
-    t0 = torch.tensor(0.0, dtype=torch.float64)
-    coefficients = []
-    for k in range(order + 1):
-        coefficients.append(g(t0).detach().numpy() / math.factorial(k))
-        g = jacfwd(g)
-    return np.stack(coefficients, axis=-1)
-
-
-def assert_relative_close(got, want, rtol: float = RTOL, what: str = "") -> None:
-    """max |got - want| <= rtol * max(max |want|, TINY), with matching shapes."""
-    got, want = np.asarray(got), np.asarray(want)
-    assert got.shape == want.shape, f"{what}: shape {got.shape} != reference {want.shape}"
-    assert np.all(np.isfinite(got)), f"{what}: non-finite values {got}"
-    scale = max(float(np.max(np.abs(want), initial=0.0)), TINY)
-    error = float(np.max(np.abs(got - want), initial=0.0))
-    assert error <= rtol * scale, (f"{what}: max |got - want| = {error:.3e} > {rtol:g} * {scale:.3e} "
-                                   f"(relative {error / scale:.3e})")
-
-
-def check_against_torch(mlp: MLP, x, order: int, custom=None, wrt=None, scheme="auto") -> feynmlp.TaylorExpansion:
-    """feynmlp.taylor(mlp, x, order) against nested jacfwd, every derivative order 0..order."""
-    expansion = feynmlp.taylor(mlp, x, order, wrt=wrt, scheme=scheme)
-    f = torch_network(mlp, custom)
-    points = np.atleast_2d(x)
-    for p, point in enumerate(points):
-        reference = torch_derivative_tensors(f, point, order)
-        for k in range(order + 1):
-            want = reference[k]
-            if wrt is not None:
-                want = want[(slice(None),) + np.ix_(*[list(wrt)] * k)] if k else want
-            got = expansion.derivative_tensor(k)
-            got = got if np.ndim(x) == 1 else got[p]
-            assert_relative_close(got, want, what=f"{mlp!r} ({scheme}) at point {p}, derivative order {k} of {order}")
-    return expansion
-
+from helpers.networks import random_mlp
+from helpers.torch_reference import BUILTIN, TORCH_ACTIVATIONS, check_against_torch
 
 # ----------------------------------------------------------------------------- fixed cases
 
@@ -218,51 +104,6 @@ def test_wide_layers_many_inputs_low_orders():
     for scheme in SCHEMES:
         check_against_torch(mlp, x, 2, scheme=scheme)
         check_against_torch(mlp, x, 3, scheme=scheme)
-
-
-@pytest.mark.parametrize("shared_first_layer", [0.0, 1e9])
-@pytest.mark.parametrize("sub_block_bytes", [1, 2040])
-def test_order_two_by_the_top_vertex_in_sub_blocks_of_points(monkeypatch, sub_block_bytes, shared_first_layer):
-    # feynmlp.hessian builds and contracts the Jacobians a few points at a time: here one point
-    # at a time, then 3 (5 variables x 17 neurons x 8 bytes = 680 per point; 5 with the three
-    # wrt variables), so that the blocks of both threads end in a remainder; three outputs and
-    # hidden layers of different widths share each product. Layer 1's part is one product for
-    # all points (threshold 0), or part of each point's contraction (threshold 1e9).
-    from feynmlp import hessian
-
-    monkeypatch.setattr(hessian, "_SUB_BLOCK_BYTES", sub_block_bytes)
-    monkeypatch.setattr(hessian, "_SHARED_FIRST_LAYER_POINTS_PER_VARIABLE", shared_first_layer)
-    rng = np.random.default_rng(41)
-    mlp = random_mlp(rng, (5, 7, 4, 6, 3), ["tanh", "gelu", "sin"])
-    points = rng.normal(size=(7, 5))
-    check_against_torch(mlp, points, 2, scheme="top-vertex")
-    check_against_torch(mlp, points, 2, wrt=[1, 2, 4], scheme="top-vertex")
-
-
-@pytest.mark.parametrize("shared_first_layer", [0.0, 1e9])
-def test_order_two_by_the_top_vertex_with_one_hidden_layer(monkeypatch, shared_first_layer):
-    # With one hidden layer the Hessians are layer 1's part alone: the one product for all
-    # points (feynmlp.hessian: w(1) @ pairs; no per-point contraction runs), or without it
-    # the per-point contraction of layer 1 alone.
-    from feynmlp import hessian
-
-    monkeypatch.setattr(hessian, "_SHARED_FIRST_LAYER_POINTS_PER_VARIABLE", shared_first_layer)
-    rng = np.random.default_rng(43)
-    mlp = random_mlp(rng, (6, 9, 4), ["softplus"])
-    points = rng.normal(size=(5, 6))
-    check_against_torch(mlp, points, 2, scheme="top-vertex")
-    check_against_torch(mlp, points, 2, wrt=[0, 3, 5], scheme="top-vertex")
-
-
-def test_order_two_by_the_top_vertex_in_float32():
-    # float32 runs the same kernel with single-precision BLAS (sgemm).
-    rng = np.random.default_rng(42)
-    mlp = random_mlp(rng, (6, 20, 20, 3), ["tanh", "silu"])
-    points = rng.normal(size=(5, 6))
-    e64 = check_against_torch(mlp, points, 2, scheme="top-vertex")
-    e32 = feynmlp.taylor(mlp, points, 2, scheme="top-vertex", dtype=np.float32)
-    assert e32.coefficients.dtype == np.float32
-    assert_relative_close(e32.coefficients.astype(np.float64), e64.coefficients, rtol=1e-5, what="float32")
 
 
 def test_width_one_everywhere():

@@ -19,17 +19,17 @@ import pytest
 import sympy
 import torch
 from torch import nn
-from torch.func import jvp
 
 import feynmlp
 from feynmlp import MLP, FeynmlpError, ModelFileError, ResourceLimitError, UnsupportedActivationError
 from feynmlp import multi_index
-from test_taylor_against_torch import (
+from helpers.networks import random_mlp
+from helpers.torch_reference import (
     BUILTIN,
     assert_relative_close,
     check_against_torch,
-    random_mlp,
     torch_derivative_tensors,
+    torch_directional_series,
     torch_network,
 )
 
@@ -39,21 +39,6 @@ def contract(tensor: np.ndarray, v: np.ndarray) -> np.ndarray:
     while tensor.ndim > 1:
         tensor = tensor @ v
     return tensor
-
-
-def torch_directional_series(f, x, v, order: int) -> np.ndarray:
-    """(n_out, order + 1): d^k/dt^k f(x + t v) / k! at t = 0, by nesting torch.func.jvp."""
-    x = torch.as_tensor(np.asarray(x, dtype=np.float64))
-    v = torch.as_tensor(np.asarray(v, dtype=np.float64))
-
-    def along_v(g):
-        return lambda y: jvp(g, (y,), (v,))[1]
-
-    series, g = [], f
-    for k in range(order + 1):
-        series.append(g(x).detach().numpy() / math.factorial(k))
-        g = along_v(g)
-    return np.stack(series, axis=-1)
 
 
 @pytest.fixture(scope="module")
@@ -420,14 +405,6 @@ def test_multivariate_order_6_two_inputs():
     for k in range(7):
         assert_relative_close(series[:, k], contract(expansion.derivative_tensor(k), v) / math.factorial(k),
                               what=f"order-6 directional t^{k}")
-
-
-@pytest.mark.parametrize("order", [6, 7])
-def test_top_vertex_orders_6_and_7(order):
-    """Vertices of valence 5 and 6 inside the contraction (its own code path for valence >= 5)."""
-    rng = np.random.default_rng(order)
-    mlp = random_mlp(rng, (2, 5, 4, 1), ["tanh", "tanh"])
-    check_against_torch(mlp, rng.normal(size=(2, 2)), order, scheme="top-vertex")
 
 
 def test_directional_order_7_batch():

@@ -1,8 +1,11 @@
 """feynmlp.threads: blocks of points in worker threads.
 
-Every point is handed to exactly one block, whatever the number of points and workers; and a
+Every point is handed to exactly one block, whatever the number of points and workers; the
+blocks are one per worker, of sizes that differ by at most one, and run on different threads;
+the worker count is bounded by Numba's thread count and the cores the process may use; a
 process forked after the pool has run can still expand (its pool is its own: a child waiting on
-the parent's threads would hang forever).
+the parent's threads would hang forever); and BLAS is held to one thread while any caller is
+inside single_blas_thread(), then given back its setting, also when the caller raised.
 """
 from __future__ import annotations
 
@@ -29,6 +32,48 @@ def test_blocks_cover_every_point_once(points, start):
 
     threads.run_blocks(kernel, ("args come first",), points, start)
     assert sorted(seen) == list(range(min(start, points), points))
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 5])
+@pytest.mark.parametrize("points,start", [(0, 0), (1, 0), (2, 1), (7, 0), (10, 3), (64, 0), (65, 1)])
+def test_blocks_are_one_per_worker_and_differ_in_size_by_at_most_one(monkeypatch, workers, points, start):
+    monkeypatch.setattr(threads, "count", lambda: workers)
+    got = threads.blocks(points, start)
+    todo = max(0, points - start)
+    assert len(got) == min(workers, todo)
+    # Consecutive, covering range(start, points), none empty, sizes floor or ceil of the share.
+    assert [lo for lo, _ in got[1:]] == [hi for _, hi in got[:-1]]
+    if got:
+        assert got[0][0] == start and got[-1][1] == points
+    sizes = {hi - lo for lo, hi in got}
+    assert sizes <= {todo // len(got), -(-todo // len(got))} if got else not sizes
+    assert min(sizes, default=1) >= 1
+
+
+def test_count_is_bounded_by_numba_threads_and_by_the_allowed_cores(monkeypatch):
+    import numba
+
+    monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 8)
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    assert threads.count() == 3
+    monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 2)
+    assert threads.count() == 2
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: set(), raising=False)
+    assert threads.count() == 1
+
+
+def test_blocks_run_on_different_threads_the_first_on_the_caller(monkeypatch):
+    monkeypatch.setattr(threads, "count", lambda: 3)
+    ran, barrier = {}, threading.Barrier(3, timeout=10)
+
+    def kernel(lo, hi):
+        ran[(lo, hi)] = threading.get_ident()
+        barrier.wait()  # all three blocks are running at once, or this times out
+
+    threads.run_blocks(kernel, (), 9)
+    assert sorted(ran) == [(0, 3), (3, 6), (6, 9)]
+    assert ran[(0, 3)] == threading.get_ident()
+    assert len(set(ran.values())) == 3
 
 
 def test_kernel_errors_reach_the_caller():
@@ -76,7 +121,6 @@ def test_forked_child_expands_after_the_parent_used_the_pool():
         pytest.fail("the forked child hung: it waited on the parent's worker threads")
     assert child.exitcode == 0
     np.testing.assert_allclose(queue.get(timeout=10), expected, rtol=1e-13, atol=0)
-
 
 
 def _blas_threads() -> dict:
@@ -134,3 +178,17 @@ def test_expansions_from_user_threads_restore_the_blas_setting():
         for worker in workers:
             worker.join()
         assert _blas_threads() == before
+
+
+def test_blas_setting_is_restored_when_the_caller_raises():
+    from threadpoolctl import threadpool_limits
+
+    threads._blas_controller()
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = _blas_threads()
+        with pytest.raises(RuntimeError, match="inside"):
+            with threads.single_blas_thread():
+                assert all(count == 1 for count in _blas_threads().values())
+                raise RuntimeError("raised inside")
+        assert _blas_threads() == before
+        assert threads._blas_users == 0

@@ -1,7 +1,7 @@
 """feynmlp.workspace: reused work arrays, and that no result handed back lives in one.
 
-The reference for the expansions is torch.func (nested jacfwd), through the helpers of
-tests/test_taylor_against_torch.py.
+The reference for the expansions is torch.func (nested jacfwd), through
+tests/helpers/torch_reference.py.
 """
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import pytest
 
 import feynmlp
 from feynmlp import workspace
-from test_taylor_against_torch import (assert_relative_close, random_mlp, torch_derivative_tensors,
-                                       torch_directional_coefficients, torch_network)
+from helpers.networks import random_mlp
+from helpers.torch_reference import (assert_relative_close, torch_derivative_tensors, torch_directional_coefficients,
+                                     torch_network)
 
 
 def test_same_name_reuses_memory_and_grows_when_too_small():
@@ -51,6 +52,43 @@ def test_threads_get_their_own_buffers():
     thread.start()
     thread.join()
     assert not np.shares_memory(mine, theirs[0])
+
+
+def test_a_grown_buffer_replaces_the_smaller_one_and_other_dtypes_share_it():
+    workspace.release()
+    workspace.array("x", (10,), np.float64)
+    assert workspace.kept_bytes() == 80
+    grown = workspace.array("x", (30,), np.float64)
+    assert workspace.kept_bytes() == 240  # the 80 bytes are let go, not kept beside
+    as_float32 = workspace.array("x", (6, 10), np.float32)
+    assert np.shares_memory(grown, as_float32) and as_float32.shape == (6, 10)
+    assert workspace.kept_bytes() == 240
+    empty = workspace.array("empty", (0, 3), np.float64)
+    assert empty.shape == (0, 3) and empty.dtype == np.float64
+    workspace.release()
+
+
+def test_release_frees_only_the_calling_threads_buffers():
+    workspace.release()
+    workspace.array("x", (10,), np.float64)
+    seen = {}
+
+    def other():
+        workspace.array("x", (20,), np.float64)
+        seen["before"] = workspace.kept_bytes()
+        done.wait(10)
+        seen["after"] = workspace.kept_bytes()
+
+    done = threading.Event()
+    thread = threading.Thread(target=other)
+    thread.start()
+    while "before" not in seen and thread.is_alive():
+        thread.join(0.01)
+    workspace.release()
+    assert workspace.kept_bytes() == 0
+    done.set()
+    thread.join()
+    assert seen == {"before": 160, "after": 160}
 
 
 @pytest.mark.parametrize("scheme", ["forward", "top-vertex"])

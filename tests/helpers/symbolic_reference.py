@@ -20,12 +20,6 @@ ACTIVATION_FORMULAS = {
 }
 
 
-def random_mlp(rng, sizes, scale=0.7):
-    weights = [rng.normal(size=(sizes[i + 1], sizes[i])) * scale for i in range(len(sizes) - 1)]
-    biases = [rng.normal(size=sizes[i + 1]) * 0.3 for i in range(len(sizes) - 1)]
-    return weights, biases
-
-
 def symbolic_outputs(weights, biases, activations, output_activation=None):
     """(input symbols, list of output expressions) of the MLP, built with exact float weights."""
     xs = sp.symbols(f"x0:{weights[0].shape[1]}", real=True)
