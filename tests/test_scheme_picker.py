@@ -1,4 +1,4 @@
-"""feynmlp.forward.choose_scheme: which scheme scheme="auto" runs, by the network's shape.
+"""feynmlp.schemes.choose_scheme: which scheme scheme="auto" runs, by the network's shape.
 
 The rules, from its docstring: everything pushed forward for order 1, an output activation or
 one variable; otherwise the topmost vertex up to a number of outputs m that depends on the
@@ -13,7 +13,7 @@ import pytest
 
 import feynmlp
 from feynmlp import forward, hessian, top_vertex
-from feynmlp.forward import choose_scheme
+from feynmlp.schemes import choose_scheme
 from helpers.networks import random_mlp
 
 # The largest number of outputs still given the topmost vertex, per order K.
@@ -77,6 +77,7 @@ def test_auto_runs_the_scheme_the_picker_names(monkeypatch, outputs, order, pick
         contractions.append(1)
         return real_contract(*args, **kwargs)
 
+    # forward.multivariate_series asks the picker through its own module's name for it.
     monkeypatch.setattr(forward, "choose_scheme", spy_choose)
     monkeypatch.setattr(hessian, "expand", spy_expand)
     monkeypatch.setattr(top_vertex, "contract", spy_contract)
