@@ -97,17 +97,7 @@ class TaylorExpansion:
         n = len(self.wrt)
         batch, n_out, _ = self._coefficients.shape
         rows, itemsize = batch * n_out, self.dtype.itemsize
-        split = _tensor_split(n, k)
-        # The tensor; the table of the last `split` axes per multiset of the first k - split
-        # indices, and the column of every such index tuple (each with the generation it is
-        # built from); and one chunk of the copy.
-        table = rows * multi_index.count_of_order(n, k - split) * n**split * itemsize
-        tensor_bytes = rows * n**k * itemsize
-        size = tensor_bytes + 2 * table + 2 * 8 * n ** (k - split) + min(_TENSOR_CHUNK_BYTES, tensor_bytes)
-        if size > memory.budget():
-            raise ResourceLimitError(
-                f"the dense order-{k} tensor would take {size / 2**30:.1f} GiB (n^k = {n}^{k} entries per output "
-                "and point); use .coefficients (unique entries only) or wrt= to restrict the variables")
+        split, _ = self._tensor_plan(k)
         offsets, _, _ = multi_index.layout(n, self.order)
         # d^alpha f = alpha! * coefficient: scaled once per column, not once per entry.
         block = slice(int(offsets[k]), int(offsets[k + 1]))
@@ -135,6 +125,30 @@ class TaylorExpansion:
                 tensor[:, lo:hi] = np.take(values, prefix[lo:hi], axis=1, mode="clip")
         tensor = tensor.reshape((batch, n_out) + (n,) * k)
         return tensor[0] if self._single else tensor
+
+    def _tensor_plan(self, k: int) -> tuple[int, int]:
+        """(trailing axes per copied block, estimated peak bytes) of derivative_tensor(k);
+        ResourceLimitError if that exceeds the memory budget."""
+        n = len(self.wrt)
+        batch, n_out, _ = self._coefficients.shape
+        rows, itemsize = batch * n_out, self.dtype.itemsize
+        split = _tensor_split(n, k)
+        # The tensor; the table of the last `split` axes per multiset of the first k - split
+        # indices, and the column of every such index tuple (each with the generation it is
+        # built from); the insertion tables of degrees 1..k (multi_index keeps them) and, while
+        # the largest is built, its (multiset, variable) rows sorted and ranked (about 3k + 2
+        # integers per row); and one chunk of the copy.
+        table = rows * multi_index.count_of_order(n, k - split) * n**split * itemsize
+        tensor_bytes = rows * n**k * itemsize
+        insertions = 0 if k == 0 else 8 * n * (multi_index.count(n, k - 1)
+                                               + (3 * k + 2) * multi_index.count_of_order(n, k - 1))
+        size = (tensor_bytes + 2 * table + 2 * 8 * n ** (k - split) + insertions
+                + min(_TENSOR_CHUNK_BYTES, tensor_bytes))
+        if size > memory.budget():
+            raise ResourceLimitError(
+                f"the dense order-{k} tensor would take {size / 2**30:.1f} GiB (n^k = {n}^{k} entries per output "
+                "and point); use .coefficients (unique entries only) or wrt= to restrict the variables")
+        return split, size
 
     @property
     def gradient(self) -> np.ndarray:
@@ -165,22 +179,7 @@ class TaylorExpansion:
         flat = h.reshape(-1, n)
         count = flat.shape[0]
         itemsize = self.dtype.itemsize
-        per_displacement = columns * itemsize  # its monomials
-        # The result, the index tables (the layout's sorted tuples, the parent/variable tables:
-        # order + 3 integers per column) and the slices of the multiplication (the factors and
-        # np.take's copy of a read-only index slice: at most one chunk each, and at most 8 bytes
-        # per column of the top degree and displacement), all counted before any is built.
-        slices = min(2 * _EVALUATION_CHUNK_BYTES, 16 * multi_index.count_of_order(n, self.order) * count)
-        fixed = count * n_out * itemsize + 8 * (self.order + 3) * columns + slices
-        budget = memory.budget()
-        if fixed + per_displacement > budget:
-            raise ResourceLimitError(
-                f"evaluating the order-{self.order} polynomial in {n} variables at {count} displacement(s) needs at "
-                f"least {memory.size_text(fixed + per_displacement)} ({columns} monomials per displacement, {n_out} "
-                f"output(s)), more than the {memory.size_text(budget)} allowed; evaluate fewer displacements per call, "
-                "restrict the variables with wrt=[...] or lower the order (set FEYNMLP_MAX_MEMORY_GB to change "
-                "the limit)")
-        group = int(max(1, min(count, min(_EVALUATION_CHUNK_BYTES, budget - fixed) // per_displacement)))
+        group, _ = self._evaluation_plan(count)
         offsets, _, _ = multi_index.layout(n, self.order)
         parent, variable = multi_index.parents(n, self.order)
         result = np.empty((count, n_out), dtype=self.dtype)
@@ -210,6 +209,30 @@ class TaylorExpansion:
             else:
                 result[lo:hi] = np.einsum("bom,mb->bo", self._coefficients[lo:hi], monomials)
         return result.reshape(h.shape[:-1] + (n_out,))
+
+    def _evaluation_plan(self, count: int) -> tuple[int, int]:
+        """(displacements per group, estimated peak bytes) of evaluating at `count`
+        displacements; ResourceLimitError if even one displacement's monomials do not fit."""
+        n = len(self.wrt)
+        _, n_out, columns = self._coefficients.shape
+        itemsize = self.dtype.itemsize
+        per_displacement = columns * itemsize  # its monomials
+        # The result, the index tables (the layout's sorted tuples, the parent/variable tables:
+        # order + 3 integers per column) and the slices of the multiplication (the factors and
+        # np.take's copy of a read-only index slice: at most one chunk each, and at most 8 bytes
+        # per column of the top degree and displacement), all counted before any is built.
+        slices = min(2 * _EVALUATION_CHUNK_BYTES, 16 * multi_index.count_of_order(n, self.order) * count)
+        fixed = count * n_out * itemsize + 8 * (self.order + 3) * columns + slices
+        budget = memory.budget()
+        if fixed + per_displacement > budget:
+            raise ResourceLimitError(
+                f"evaluating the order-{self.order} polynomial in {n} variables at {count} displacement(s) needs at "
+                f"least {memory.size_text(fixed + per_displacement)} ({columns} monomials per displacement, {n_out} "
+                f"output(s)), more than the {memory.size_text(budget)} allowed; evaluate fewer displacements per call, "
+                "restrict the variables with wrt=[...] or lower the order (set FEYNMLP_MAX_MEMORY_GB to change "
+                "the limit)")
+        group = int(max(1, min(count, min(_EVALUATION_CHUNK_BYTES, budget - fixed) // per_displacement)))
+        return group, fixed + group * per_displacement
 
     def to_sympy(self, symbols=None):
         """The Taylor polynomials as SymPy expressions in the displacements h_i (one per output).

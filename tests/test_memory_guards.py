@@ -1,7 +1,7 @@
 """The memory guards hold: the measured peak of a call stays within its estimate (+10 %).
 
-Each case runs in a fresh process: a warm-up call loads the kernels, the kernel's peak
-resident size is reset (/proc/self/clear_refs), the call runs, and the growth of the peak
+Each case runs in a fresh process: a warm-up call loads the kernels, memory malloc keeps is
+given back (malloc_trim), the kernel's peak resident size is reset (/proc/self/clear_refs), the call runs, and the growth of the peak
 (VmHWM) over the resident size before the call is compared with the estimate the guard
 made for that call (read by wrapping feynmlp.memory.check).
 """
@@ -17,7 +17,7 @@ import pytest
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux's /proc/self/clear_refs")
 
 _CHILD = r'''
-import json, sys
+import ctypes, json, sys
 import numpy as np
 import feynmlp
 from feynmlp import memory
@@ -39,14 +39,32 @@ n, width, outputs = case["n"], case["width"], case["outputs"]
 weights = [rng.normal(size=(width, n)) / 6, rng.normal(size=(width, width)) / 8, rng.normal(size=(outputs, width)) / 8]
 mlp = feynmlp.MLP(weights, None, activation="tanh")
 x = rng.normal(size=(case["batch"], n))
+estimates = []
 if case["kind"] == "directional":
     call = lambda rows: feynmlp.directional(mlp, np.zeros(n), x[:rows], case["order"])
-else:
+elif case["kind"] == "taylor":
     call = lambda rows: feynmlp.taylor(mlp, x[:rows], case["order"], scheme=case["scheme"]).coefficients
-call(3)
-estimates = []
+else:
+    # TaylorExpansion's guards: the estimate is the one its plan method returns for the call.
+    expansion = feynmlp.taylor(mlp, np.zeros(n), case["order"])
+    if case["kind"] == "evaluate":
+        def call(rows):
+            estimates.append(expansion._evaluation_plan(rows)[1])
+            return expansion(0.01 * x[:rows])
+    else:
+        def call(rows):
+            k = case["k"] if rows else 1  # the warm-up, call(0), builds the gradient only
+            estimates.append(expansion._tensor_plan(k)[1])
+            return expansion.derivative_tensor(k)
+# A warm-up far smaller than the measured call loads the kernels; what it allocates and frees
+# stays in the process (malloc keeps it), so it must not be the measured call's own arrays.
+# Evaluation compiles nothing and goes without one.
+if case.get("warm", 3) is not None:
+    call(case.get("warm", 3))
 check = memory.check
 memory.check = lambda *args, **kwargs: estimates.append(check(*args, **kwargs)) or estimates[-1]
+# Freed memory that malloc keeps would be reused unseen by the measured call: give it back.
+ctypes.CDLL("libc.so.6").malloc_trim(0)
 with open("/proc/self/clear_refs", "w") as handle:
     handle.write("5")
 before = resident()["VmRSS"]
@@ -69,6 +87,11 @@ CASES = {
                                                  scheme="top-vertex"),
     "taylor order 3, forward, 8 outputs": dict(kind="taylor", order=3, n=32, width=64, outputs=8, batch=1000,
                                               scheme="forward"),
+    # e(H) of an order-4 expansion in 60 variables (635,376 monomials per displacement).
+    "evaluation e(H), 60 variables, order 4, 40 displacements": dict(kind="evaluate", order=4, n=60, width=64,
+                                                                     outputs=1, batch=40, warm=None),
+    "derivative_tensor(4), 40 variables": dict(kind="tensor", order=4, k=4, n=40, width=64, outputs=1, batch=1,
+                                               warm=0),
     "taylor order 4, top vertex, 60 points": dict(kind="taylor", order=4, n=32, width=64, outputs=1, batch=60,
                                                  scheme="auto"),
 }
