@@ -92,16 +92,18 @@ def multivariate_series(weights, biases, hidden_activations, output_activation, 
         raise ValueError(f"scheme {scheme!r} does not apply here; use one of {SCHEMES}")
     itemsize = np.dtype(dtype).itemsize
     hidden = sum(widths[:-1])
+    # Orders pushed forward, and the orders of the kernels that compose the series (vertex
+    # layers) and that give the activation's derivatives (up to K for the contraction).
     if scheme == "forward":
-        pushed = order
+        pushed = compose_order = order
     elif order == 2:
         from . import hessian
 
-        pushed = 1
+        pushed, compose_order = 1, 2
     else:
         from . import top_vertex
 
-        pushed = top_vertex.pushed_order(order)
+        pushed = compose_order = top_vertex.pushed_order(order)
     low = multi_index.count(n_vars, pushed)
     # Points per chunk: the largest per-layer series stays under _CHUNK_BYTES; for top-vertex,
     # all hidden layers side by side under half of it (each thread holds three more series of
@@ -135,10 +137,7 @@ def multivariate_series(weights, biases, hidden_activations, output_activation, 
                   "the series along chosen directions",
                   f"{columns} coefficients per output and point, widest layer {max(widths)}, ")
     # Kernels and tables are settled here, once, before the points are split into threads.
-    if scheme == "forward":
-        kernels = resolve_kernels(hidden_activations, output_activation, order)
-    else:
-        kernels = resolve_kernels(hidden_activations, None, pushed if order > 2 else 2, derivative_order=order)
+    kernels = resolve_kernels(hidden_activations, output_activation, compose_order, derivative_order=order)
     result = np.empty((batch, widths[-1], columns), dtype=dtype)
     if scheme == "top-vertex" and order > 2:
         top_vertex.plan(n_vars, order)
@@ -304,11 +303,11 @@ def directional_plan(widths, batch: int, n_inputs: int, order: int, itemsize: in
     result = batch * widths[-1] * steps * itemsize
     inputs = 2 * batch * n_inputs  # the caller's finiteness check of the directions
     per_direction = (3 * max(widths) * steps + 2 * widths[0]) * itemsize
-    room = memory.budget() - result - 2 * result // itemsize - inputs
+    room = memory.budget() - memory.fixed(result, itemsize, inputs)
     chunk = int(min(batch, max(1, _CHUNK_BYTES // (max(widths) * steps * itemsize)), max(1, room // per_direction)))
     needed = memory.check(result, itemsize, inputs, chunk * per_direction,
-                           f"a directional expansion of order {order} for {batch} direction(s)",
-                           "use fewer directions per call")
+                          f"a directional expansion of order {order} for {batch} direction(s)",
+                          "use fewer directions per call")
     return chunk, needed
 
 

@@ -75,13 +75,18 @@ def is_shipped(name: str, order: int) -> bool:
     return order in SHIPPED_ORDERS and (name in BUILTIN_ACTIVATIONS or order == 1)
 
 
-def is_sympy_expression(obj) -> bool:
-    """True for a SymPy expression, without importing SymPy when the caller has not.
+def is_sympy_instance(obj, name: str, module: str) -> bool:
+    """True if obj is an instance of SymPy's class `module`.`name`, without importing SymPy.
 
     Reads the object's own class hierarchy and never the sympy module: another thread may be
-    importing SymPy at this moment, and a partly initialised module has no Basic yet.
+    importing SymPy at this moment, and a partly initialised module lacks its classes.
     """
-    return any(cls.__name__ == "Basic" and cls.__module__ == "sympy.core.basic" for cls in type(obj).__mro__)
+    return any(cls.__name__ == name and cls.__module__ == module for cls in type(obj).__mro__)
+
+
+def is_sympy_expression(obj) -> bool:
+    """True for a SymPy expression (see is_sympy_instance)."""
+    return is_sympy_instance(obj, "Basic", "sympy.core.basic")
 
 
 def kernel_module(activation, order: int):

@@ -28,6 +28,12 @@ def size_text(nbytes: float) -> str:
     return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
 
 
+def fixed(result: int, itemsize: int, tables: int) -> int:
+    """Bytes of a request that do not depend on its chunk size: the result, the tables, and the
+    caller's check of the result for non-finite values (two boolean arrays of its size)."""
+    return result + tables + 2 * result // itemsize
+
+
 def check(result: int, itemsize: int, tables: int, working: int, describe: str, advice: str,
           details: str = "") -> int:
     """The estimated peak bytes of a request; ResourceLimitError, before anything is
@@ -36,9 +42,9 @@ def check(result: int, itemsize: int, tables: int, working: int, describe: str, 
     result: the array handed back; tables: index tables and plans (they depend on the number
     of variables and the order only); working: the series and work arrays of one chunk of
     points, all threads together. Added to them: the caller's check of the result for
-    non-finite values (two boolean arrays of its size).
+    non-finite values (see fixed).
     """
-    needed = result + tables + working + 2 * result // itemsize
+    needed = fixed(result, itemsize, tables) + working
     allowed = budget()
     if needed > allowed:
         raise ResourceLimitError(

@@ -26,7 +26,7 @@ from .activation_names import (NUMPY_FUNCTIONS, PIECEWISE_LINEAR, RELU_LIKE, TOR
                                check_custom_expression, check_order_supported)
 from .activation_names import short_repr as _short_repr
 from .errors import FeynmlpError, UnsupportedActivationError
-from .kernels import is_sympy_expression
+from .kernels import is_sympy_expression, is_sympy_instance
 
 __all__ = ["MLP"]
 
@@ -36,8 +36,7 @@ __all__ = ["MLP"]
 # ----------------------------------------------------------------------------------------
 
 def _is_lambda(value: Any) -> bool:
-    # The class hierarchy, never the sympy module: another thread may be importing it.
-    return any(cls.__name__ == "Lambda" and cls.__module__ == "sympy.core.function" for cls in type(value).__mro__)
+    return is_sympy_instance(value, "Lambda", "sympy.core.function")
 
 
 def _lambda_body(function: Any, where: str) -> Any:
