@@ -93,11 +93,24 @@ def _describe(activation: Any) -> str:
     return activation if isinstance(activation, str) else str(activation)
 
 
+def tensor_as_numpy(value: Any, what: str) -> Any:
+    """A torch tensor as a NumPy array (detached from autograd, on the CPU); anything else as is.
+
+    Recognised by its methods, so that torch is imported only by whoever made the tensor (it
+    may require grad or live on a GPU).
+    """
+    if hasattr(value, "detach") and hasattr(value, "cpu") and hasattr(value, "numpy"):
+        try:
+            return value.detach().cpu().numpy()
+        except (TypeError, RuntimeError) as exc:  # dtypes NumPy lacks, such as bfloat16
+            raise FeynmlpError(f"{what} is a torch tensor of dtype {value.dtype} that NumPy cannot hold ({exc}); "
+                               "convert it with .double()") from None
+    return value
+
+
 def _as_float64_array(value: Any, what: str) -> np.ndarray:
     """A contiguous float64 copy of `value`, refusing what float64 cannot hold faithfully."""
-    # Accept torch tensors without importing torch: they may require grad or live on a GPU.
-    if hasattr(value, "detach") and hasattr(value, "cpu") and hasattr(value, "numpy"):
-        value = value.detach().cpu().numpy()
+    value = tensor_as_numpy(value, what)
     try:
         array = np.asarray(value)
     except Exception as exc:  # ragged lists and the like
@@ -415,9 +428,7 @@ class MLP:
 
         Returns a float64 array of shape (n_outputs,) or (batch, n_outputs).
         """
-        if hasattr(x, "detach") and hasattr(x, "cpu") and hasattr(x, "numpy"):
-            x = x.detach().cpu().numpy()
-        x = np.asarray(x)
+        x = np.asarray(tensor_as_numpy(x, "input"))
         if x.dtype.kind in "cOSUVMm":
             raise FeynmlpError(f"input has dtype {x.dtype}; pass real numbers")
         x = x.astype(np.float64, copy=False)

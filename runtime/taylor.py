@@ -18,7 +18,7 @@ import numpy as np
 from . import forward, memory, multi_index
 from .errors import FeynmlpError, ResourceLimitError
 from .kernels import kernel_module, validate_order
-from .mlp import MLP
+from .mlp import MLP, tensor_as_numpy
 from .schemes import SCHEMES
 
 # Working memory of one chunk of e(h) (the monomials of a group of displacements) and of one
@@ -288,24 +288,9 @@ def _tensor_split(n: int, k: int) -> int:
     return split
 
 
-def _from_torch(value, what: str):
-    """A torch tensor as a NumPy array (detached from autograd, on the CPU); anything else as is.
-
-    Recognised by its methods, as in feynmlp.mlp, so that torch is imported only by whoever
-    made the tensor.
-    """
-    if hasattr(value, "detach") and hasattr(value, "cpu") and hasattr(value, "numpy"):
-        try:
-            return value.detach().cpu().numpy()
-        except (TypeError, RuntimeError) as exc:  # dtypes NumPy lacks, such as bfloat16
-            raise FeynmlpError(f"{what} is a torch tensor of dtype {value.dtype} that NumPy cannot hold ({exc}); "
-                               "convert it with .double()") from None
-    return value
-
-
 def _real_array(value, what: str, dtype) -> np.ndarray:
     """`value` (array-like or torch tensor) as an array of `dtype`; anything but real numbers is refused."""
-    value = _from_torch(value, what)
+    value = tensor_as_numpy(value, what)
     try:
         array = np.asarray(value)
     except (TypeError, ValueError) as exc:  # ragged nesting
@@ -352,7 +337,7 @@ def _sympy_symbols(symbols, wrt: tuple[int, ...]) -> list:
 
 
 def _check_points(x, n_inputs: int, what: str = "x", dtype=np.float64) -> tuple[np.ndarray, bool]:
-    x = _from_torch(x, what)
+    x = tensor_as_numpy(x, what)
     try:
         # Inside the try: a ragged nested list makes even the complex test raise.
         complex_dtype = np.asarray(x).dtype if np.iscomplexobj(x) else None
