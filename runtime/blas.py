@@ -2,15 +2,15 @@
 
 In: a dtype (float64 or float32). Out: dgemm or sgemm from scipy.linalg.cython_blas as a
 ctypes function of 13 pointer-sized integers (the Fortran convention: every argument by
-reference), for kernels that compute their operands' addresses themselves; and product(), the
-compiled call that kernels make of it.
+reference); product(), the one compiled call the kernels make of it, and at(), the address of
+an array's element that product takes for each operand.
 
 Why not Numba's own np.dot: it costs seconds of compile time on a cold cache. Why a function
 passed as an argument: the kernel stays cacheable (the address is not baked into its code).
 
 scipy.linalg.cython_blas is loaded from its file, without running scipy.linalg's __init__:
-that imports most of SciPy's linear algebra, 0.12 s of what was a 0.5 s first call, for a
-module that only hands out function pointers. Where the file is not found (another SciPy
+that imports most of SciPy's linear algebra (0.12 s of a first call) for a module that only
+hands out function pointers. Where the file is not found (another SciPy
 layout), the ordinary import is used.
 """
 from __future__ import annotations
@@ -62,12 +62,6 @@ def address(name: str) -> int:
     return get_pointer(capsule, get_name(capsule))
 
 
-def operands(*arrays: np.ndarray) -> np.ndarray:
-    """The data addresses of `arrays` (int64), for a kernel that passes them to gemm; read
-    from __array_interface__, which costs a fraction of building .ctypes objects."""
-    return np.array([array.__array_interface__["data"][0] for array in arrays], dtype=np.int64)
-
-
 @once
 def gemm(dtype) -> object:
     """dgemm or sgemm as a ctypes function of 13 pointer-sized integers."""
@@ -77,19 +71,31 @@ def gemm(dtype) -> object:
 
 # The Fortran characters 'T' (a transposed operand) and 'N'. NumPy scalars, not Python ints:
 # Numba types an int constant as a literal and would compile product once per combination.
-TRANSPOSED = np.int32(84)
-PLAIN = np.int32(78)
+TRANSPOSED = np.int32(ord("T"))
+PLAIN = np.int32(ord("N"))
+
+
+def scratch(dtype) -> tuple[np.ndarray, np.ndarray]:
+    """The two small arrays product() passes its arguments through by reference: 8 int32
+    (the transposition flags, sizes and leading dimensions) and 2 numbers of `dtype` (alpha
+    and beta). One pair per thread: product overwrites them on every call."""
+    return np.zeros(8, dtype=np.int32), np.zeros(2, dtype=dtype)
+
+
+@njit(inline="always")
+def at(array, offset):  # pragma: no cover - compiled
+    """The address of element `offset` of a C-contiguous array, counted in its flat order."""
+    return array.ctypes.data + offset * array.itemsize
 
 
 @njit(nogil=True, cache=True)
-def product(gemm, ints, ints_at, alpha_at, beta_at, transa, transb, m, n, k, a, lda, b, ldb, c,
-            ldc):  # pragma: no cover - compiled
-    """C = alpha op(A) op(B) + beta C by `gemm` (from gemm()), column-major as BLAS has it: A,
-    B, C, alpha and beta are addresses; the integers go by reference through ints (8 int32 at
-    address ints_at, overwritten).
+def product(gemm, ints, scalars, transa, transb, m, n, k, a, lda, b, ldb, c, ldc):  # pragma: no cover - compiled
+    """C = op(A) op(B) by `gemm` (from gemm()), column-major as BLAS has it: A, B and C are
+    addresses (at(array, offset)); transa, transb are TRANSPOSED or PLAIN; ints and scalars
+    are a scratch() pair, overwritten.
 
-    The one place that spells out the Fortran calling convention, for every call site of the
-    kernels (it compiles once, in 0.12 s on a cold cache)."""
+    The one place that spells out the Fortran calling convention, for every matrix product of
+    the compiled kernels."""
     ints[0] = transa
     ints[1] = transb
     ints[2] = m
@@ -98,5 +104,9 @@ def product(gemm, ints, ints_at, alpha_at, beta_at, transa, transb, m, n, k, a, 
     ints[5] = lda
     ints[6] = ldb
     ints[7] = ldc
-    gemm(ints_at, ints_at + 4, ints_at + 8, ints_at + 12, ints_at + 16, alpha_at, a, ints_at + 20, b, ints_at + 24,
-         beta_at, c, ints_at + 28)
+    scalars[0] = 1.0
+    scalars[1] = 0.0
+    flags = ints.ctypes.data
+    one = scalars.ctypes.data
+    gemm(flags, flags + 4, flags + 8, flags + 12, flags + 16, one, a, flags + 20, b, flags + 24, one + scalars.itemsize,
+         c, flags + 28)

@@ -31,6 +31,7 @@ import types
 import warnings
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 from . import files, threads
 from .activation_names import BUILTIN_ACTIVATIONS, canonical_name, check_order_supported
@@ -108,6 +109,38 @@ def kernel_module(activation, order: int):
 
 
 # ----------------------------------------------------------------------------- shipped kernels
+
+class Kernels(NamedTuple):
+    """The kernel modules one expansion uses, per hidden layer: `compose` for the vertex layers
+    of the series pushed forward (None below order 2, where the vertex layer is plain NumPy),
+    `derivatives` for the activation's derivatives s^(m)(z0)/m! (of a higher order than
+    `compose` when the top orders come from a contraction), and `output` for the output
+    activation (None if linear)."""
+
+    compose: list
+    derivatives: list
+    output: object
+
+
+def resolve_kernels(hidden_activations, output_activation, compose_order: int,
+                    derivative_order: int | None = None) -> Kernels:
+    """Every kernel module an expansion needs, generated or loaded in the calling thread.
+
+    Called before the points are split into threads, so that no worker thread ever generates,
+    verifies or imports a kernel: on a fresh cache that means importing SymPy and Jinja2 and
+    writing files, which must happen once, not once per thread and never beside a thread
+    that inspects the half-imported modules.
+    """
+    derivative_order = compose_order if derivative_order is None else derivative_order
+    derivatives = [kernel_module(activation, derivative_order) for activation in hidden_activations]
+    if derivative_order == compose_order:
+        compose = derivatives
+    else:
+        compose = [kernel_module(activation, compose_order) if compose_order > 1 else None
+                   for activation in hidden_activations]
+    output = None if output_activation is None else kernel_module(output_activation, max(1, compose_order))
+    return Kernels(compose, derivatives, output)
+
 
 @once
 def _manifest() -> dict:

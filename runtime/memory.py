@@ -1,7 +1,7 @@
 """The memory budget, and the check every guarded request makes before it allocates.
 
 In: the bytes a request will hold at its peak, by part (result, tables, work arrays). Out: the
-estimate, or a ResourceLimitError naming it and the budget (FEYNMLP_MAX_MEMORY_GB, else 80 % of
+number of points per block of work that keeps the series bounded; the estimate, or a ResourceLimitError naming it and the budget (FEYNMLP_MAX_MEMORY_GB, else 80 % of
 physical memory) before anything is allocated. tests/test_memory_guards.py compares each
 estimate with the peak measured in a fresh process.
 """
@@ -10,6 +10,10 @@ from __future__ import annotations
 import os
 
 from .errors import ResourceLimitError
+
+# Per-layer series arrays of one block of points stay below this many bytes: the matrix
+# products stay long (points x coefficients) while memory stays bounded.
+CHUNK_BYTES = 128 * 2**20
 
 
 def budget() -> int:
@@ -52,3 +56,9 @@ def check(result: int, itemsize: int, tables: int, working: int, describe: str, 
             + (f", index tables {size_text(tables)}" if tables >= 2**20 else "") + f"), more than the {size_text(allowed)} "
             f"allowed; {advice} (set FEYNMLP_MAX_MEMORY_GB to change the limit)")
     return needed
+
+
+def points_per_chunk(batch: int, neurons: int, columns: int, itemsize: int) -> int:
+    """Points per block of work whose series of `neurons` neurons and `columns` coefficients
+    stay under CHUNK_BYTES (at least one point)."""
+    return int(max(1, min(batch, CHUNK_BYTES // (neurons * columns * itemsize))))

@@ -15,11 +15,12 @@ from typing import Sequence
 
 import numpy as np
 
-from . import forward, memory, multi_index
+from . import memory, multi_index
+from .directional import directional_series
 from .errors import FeynmlpError, ResourceLimitError
 from .kernels import kernel_module, validate_order
 from .mlp import MLP, tensor_as_numpy
-from .schemes import SCHEMES
+from .multivariate import multivariate_series
 
 # Working memory of one chunk of e(h) (the monomials of a group of displacements) and of one
 # chunk of a dense tensor's copy: large enough that the per-chunk NumPy calls cost nothing next
@@ -537,15 +538,11 @@ def taylor(mlp: MLP, x, order: int, wrt=None, dtype=np.float64, scheme: str = "a
     dtype = _check_dtype(dtype)
     points, single = _check_points(x, mlp.n_inputs, dtype=dtype)
     variables = _check_wrt(wrt, mlp.n_inputs)
-    if scheme not in SCHEMES:
-        raise FeynmlpError(f"scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}")
     hidden, output = _activations(mlp, order)
-    if scheme == "top-vertex" and output is not None:
-        raise FeynmlpError("scheme 'top-vertex' needs a linear output layer; this network has output "
-                           f"activation {output!r}; use scheme='forward' or 'auto'")
     _check_nonfinite_option(nonfinite)
+    # The scheme's name is checked, against the network too, where it is picked (feynmlp.schemes).
     coefficients = _guard_division(
-        lambda: forward.multivariate_series(mlp.weights, mlp.biases, hidden, output, points, order,
+        lambda: multivariate_series(mlp.weights, mlp.biases, hidden, output, points, order,
                                             wrt=np.array(variables), dtype=dtype, scheme=scheme),
         mlp, points, order, dtype)
     if nonfinite == "raise":
@@ -574,7 +571,7 @@ def directional(mlp: MLP, x, v, order: int, dtype=np.float64, nonfinite: str = "
     hidden, output = _activations(mlp, order)
     _check_nonfinite_option(nonfinite)
     series = _guard_division(
-        lambda: forward.directional_series(mlp.weights, mlp.biases, hidden, output, np.ascontiguousarray(points),
+        lambda: directional_series(mlp.weights, mlp.biases, hidden, output, np.ascontiguousarray(points),
                                            np.ascontiguousarray(directions), order, dtype=dtype),
         mlp, points, order, dtype)
     if nonfinite == "raise":

@@ -48,11 +48,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
+import typing
 
 import numpy as np
 from numba import njit
 
-from . import blas, multi_index, threads, workspace
+from . import blas, memory, multi_index, push, threads, workspace
+from .blas import PLAIN, TRANSPOSED
+from .forward import series_flops
+from .kernels import Kernels, resolve_kernels
 
 # Columns (betas) per GEMM tile: large enough for BLAS, small enough that the tile's product
 # and its targets stay in the core's cache while they are scattered.
@@ -62,12 +67,18 @@ _TILE = 192
 _CHUNK = 2 * _TILE
 
 
+# The columns of Plan.splits, Plan.tiles and Plan.segments.
+SPLIT_ALPHA_START, SPLIT_ALPHA_COUNT, SPLIT_BETA_START, SPLIT_BETA_COUNT, SPLIT_TARGETS = range(5)
+TILE_START, TILE_STOP, TILE_ROWS, TILE_SPLIT = range(4)
+SEGMENT_ROW_START, SEGMENT_ROW_STOP, SEGMENT_TILE_START, SEGMENT_TILE_STOP, SEGMENT_TOP_START, SEGMENT_TOP_STOP = range(6)
+
+
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """Everything about the contraction that depends only on (n, K)."""
 
-    splits: np.ndarray        # (S, 5): alpha column start, alpha count, beta start, beta count, targets offset
-    tiles: np.ndarray         # (T, 4): beta tile start, stop (within the split), rows needed, split
+    splits: np.ndarray        # (S, SPLIT_*): alpha column start, alpha count, beta start, beta count, targets offset
+    tiles: np.ndarray         # (T, TILE_*): beta tile start, stop (within the split), alpha rows needed, split
     targets: np.ndarray       # int32, per split (alpha count x beta count): gamma - offset_K, or -1
     first_power: np.ndarray   # alpha_first of each column of order <= K-1 (0 for the constant)
     first_count: np.ndarray   # (M_K,) gamma_first
@@ -76,7 +87,7 @@ class Plan:
     tables: np.ndarray        # (rows, K) vertex tables of order K-1 sorted by target, padded with -1
     valence: np.ndarray       # (rows,) m of each table row
     weight: np.ndarray        # (rows,) distinct orderings of each row's sources
-    segments: np.ndarray      # (1 + C, 6): table rows i0, i1, tiles t0, t1, order-(K-1) rows start, stop;
+    segments: np.ndarray      # (1 + C, SEGMENT_*): table rows, tiles, order-(K-1) rows (start, stop each);
                               # segment 0: orders < K-1 and the splits |alpha| >= 2,
                               # segment 1 + c: chunk c of the order-(K-1) rows and its tiles of split 0
 
@@ -108,6 +119,128 @@ def workspace_bytes(n: int, order: int, width: int, outputs: int, itemsize: int 
     chunk = min(_CHUNK, multi_index.count_of_order(n, order - 1))
     per_worker = (pushed * (1 + outputs) + 2 * chunk) * width + outputs * max(chunk * (n + 1), _TILE * pushed)
     return threads.count() * per_worker * itemsize
+
+
+class Prepared(typing.NamedTuple):
+    """What TopVertexScheme.plan settles once per request."""
+
+    request: object
+    kernels: Kernels
+    contraction: Plan
+    between: list        # W(l+1) between consecutive hidden layers, in the request's dtype
+    flat_between: np.ndarray  # the same, flat (push.between_weights)
+    last: np.ndarray     # the output weights, C-contiguous
+    bounds: np.ndarray   # (layers + 1,) the hidden layers' columns side by side
+
+
+class TopVertexScheme:
+    """Orders K >= 3 by the topmost vertex: orders <= K-2 pushed forward (feynmlp.push), K-1
+    and K from the contraction (this module's docstring)."""
+
+    name = "top-vertex"
+
+    def serves(self, request) -> bool:
+        return request.order >= 3 and request.output_activation is None and len(request.weights) >= 2
+
+    def points_per_chunk(self, request) -> int:
+        # All hidden layers side by side under half of the chunk's bytes: each thread holds three
+        # more series of one layer besides, and the contraction's output.
+        return memory.points_per_chunk(request.batch, 2 * request.hidden_neurons,
+                                     multi_index.count(request.n_vars, pushed_order(request.order)), request.itemsize)
+
+    def table_bytes(self, request) -> int:
+        """The vertex tables of order K-1, the plan and the per-thread work arrays of the
+        contraction."""
+        n, order = request.n_vars, request.order
+        return (multi_index.vertex_table_bytes(n, order - 1) + plan_bytes(n, order)
+                + workspace_bytes(n, order, request.hidden_neurons, request.outputs, request.itemsize))
+
+    def workspace_bytes(self, request, points: int) -> int:
+        """Per point: the hidden layers' series side by side and the pushed series (two
+        buffers and the composed one); the derivatives (twice: per layer and side by side),
+        the vertex coefficients; the output propagators (side by side, and the product making
+        them per layer); the partners pulled backwards (two buffers, a term, and the result);
+        and the contraction's outputs of orders K-1 and K."""
+        n, order, outputs = request.n_vars, request.order, request.outputs
+        hidden, widest = request.hidden_neurons, max(request.widths)
+        low = multi_index.count(n, pushed_order(order))
+        return points * request.itemsize * (
+            low * (hidden + 3 * widest) + (3 * order + 1) * hidden
+            + outputs * ((n + 4) * hidden + 3 * n * widest)
+            + outputs * (multi_index.count_of_order(n, order) + multi_index.count_of_order(n, order - 1)))
+
+    def flops(self, request, points: int) -> int:
+        """FLOPs = ForwardScheme's count for orders <= P = K-2                  forward push
+              + sum over hidden layers below the last of (n_out n_l B + 2 n_out n_l n_(l-1) B)
+                                                                             output propagators
+              + sum over hidden layers below the last of n_out B n (2 n_(l+1) + 4) n_l
+                                                                             partners pulled back
+              + sum over hidden layers l of n_l B V'                          R and P per neuron
+              + sum over hidden layers l of n_out B [n_l M_P                  g * D
+                    + sum over tiles (2 n_l + 2) rows width                   GEMM + scatter per tile
+                    + (2 n_l + 2) (n + 1) M_(K-1)]                            P^T [V | g] + scatter
+        with M_P = C(n+P, P), M_(K-1) = C(n+K-2, K-1), V' = (M_P - 1) + sum_{m=2..K-1} R_m (m + 2)
+        + R_top * 2 over the vertex tables of order K-1 (R_top: the rows whose target has order
+        K-1, which also feed P), and the tiles of plan(n, K) (one GEMM (rows x n_l) @ (n_l x
+        width) per tile, point and output). The tiles are read from the plan itself, so this
+        counts the products the kernel executes, including the few masked ones at tile edges.
+        """
+        n, order, n_out = request.n_vars, request.order, request.outputs
+        hidden = request.widths[:-1]
+        pushed = pushed_order(order)
+        flops = series_flops(request.weights[0].shape[1], request.widths, n, pushed, points)
+        flops += sum(n_out * upper * points + 2 * n_out * upper * lower * points
+                     for lower, upper in zip(hidden[:-1], hidden[1:]))
+        pushed_columns = multi_index.count(n, pushed)
+        top_rows = multi_index.count_of_order(n, order - 1)
+        flops += sum(n_out * points * n * (2 * upper + 4) * lower for lower, upper in zip(hidden[:-1], hidden[1:]))
+        rows = multi_index.vertex_table_rows(n, order - 1)
+        contraction = plan(n, order)
+        derivative_series = ((pushed_columns - 1) + sum(r * (m + 2) for m, r in rows.items())
+                             + 2 * int((contraction.tables[:, 0] >= pushed_columns).sum()))
+        tiles = contraction.tiles
+        entries = int(((tiles[:, TILE_STOP] - tiles[:, TILE_START]) * tiles[:, TILE_ROWS]).sum())
+        for width in hidden:
+            flops += width * points * derivative_series
+            flops += n_out * points * (width * pushed_columns + (2 * width + 2) * (entries + (n + 1) * top_rows))
+        return flops
+
+    def plan(self, request) -> Prepared:
+        order, dtype = request.order, request.dtype
+        pushed = pushed_order(order)
+        kernels = resolve_kernels(request.hidden_activations, None, pushed, derivative_order=order)
+        if pushed > 1:
+            multi_index.vertex_tables(request.n_vars, pushed)
+        flat_between = push.between_weights(request.weights, dtype)
+        between = [np.asarray(w, dtype=dtype) for w in request.weights[1:-1]]
+        last = np.ascontiguousarray(request.weights[-1], dtype=dtype)
+        bounds = np.array([0, *itertools.accumulate(request.widths[:-1])], dtype=np.int64)
+        return Prepared(request, kernels, plan(request.n_vars, order), between, flat_between, last, bounds)
+
+    def expand(self, prepared: Prepared, points, out) -> None:
+        """All coefficients up to K of a block of points into out (points, outputs, M)."""
+        request, contraction = prepared.request, prepared.contraction
+        order, n, dtype, outputs = request.order, request.n_vars, request.dtype, request.outputs
+        count, neurons = points.shape[0], int(prepared.bounds[-1])
+        pushed = pushed_order(order)
+        stack = workspace.array("stack", (count, multi_index.count(n, pushed), neurons), dtype)
+        derivatives = workspace.array("derivatives", (count, order + 1, neurons), dtype)
+        lower, _ = push.push(request.weights, request.biases, prepared.kernels, points, pushed, request.variables,
+                             dtype, stack=stack, wide=derivatives)
+        propagators = workspace.array("propagators", (outputs, count, neurons), dtype)
+        push.output_propagators(prepared.flat_between, prepared.last, derivatives, prepared.bounds, propagators,
+                                blas.scratch(dtype))
+        sizes = (multi_index.count_of_order(n, order - 1), multi_index.count_of_order(n, order))
+        top = workspace.array("top", (outputs, count, sizes[1]), dtype)
+        below = workspace.array("below", (outputs, count, sizes[0]), dtype)
+        contract(contraction, stack, prepared.bounds, derivatives, propagators, prepared.between, top, below)
+        low = lower.shape[1]
+        out[:, :, :low] = lower.transpose(0, 2, 1)
+        out[:, :, low:low + sizes[0]] = below.transpose(1, 0, 2)
+        np.divide(top.transpose(1, 0, 2), contraction.first_count, out=out[:, :, low + sizes[0]:])
+
+
+SCHEME = TopVertexScheme()
 
 
 def _targets_of_pairs(n: int, order: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -166,7 +299,7 @@ def plan(n: int, order: int) -> Plan:
     top_rows = pair_targets.shape[0]
     chunks = np.array(list(range(0, top_rows, _CHUNK)) + [top_rows], dtype=np.int64)
     chunk_rows = np.searchsorted(tables[:, 0], np.concatenate([[first_top], first_top + chunks[1:]]))
-    chunk_tiles = tile_ptr[0] + np.searchsorted(tiles[tile_ptr[0]:tile_ptr[1], 0], chunks)
+    chunk_tiles = tile_ptr[0] + np.searchsorted(tiles[tile_ptr[0]:tile_ptr[1], TILE_START], chunks)
     # Split 0 (|alpha| = 1) runs per chunk of the order-(K-1) rows; segment 0 has the rest.
     segments = [(0, chunk_rows[0], tile_ptr[1], tile_ptr[-1], 0, 0)]
     segments += [(chunk_rows[c], chunk_rows[c + 1], chunk_tiles[c], chunk_tiles[c + 1], chunks[c], chunks[c + 1])
@@ -192,84 +325,71 @@ def _padded_tables(n: int, order: int):
     return np.concatenate(parts), np.concatenate(valence), np.concatenate(weight)
 
 
-def contract(series, bounds, derivatives, propagators, weights, order: int, n: int, result: np.ndarray,
+def contract(p: Plan, series, bounds, derivatives, propagators, weights, result: np.ndarray,
              below: np.ndarray) -> None:
-    """The order-K (and, for K >= 3, order-(K-1)) coefficients of the outputs.
+    """The order-K and order-(K-1) coefficients of the outputs (K >= 3), by the contraction plan p.
 
     Args:
         series: (points, M'', neurons of all hidden layers) pre-activation series up to
             pushed_order(K), graded layout; hidden layer l owns the neuron columns
             bounds[l] .. bounds[l + 1] - 1.
         bounds: (layers + 1,) the layers' column bounds in series.
-        derivatives: per hidden layer, (points, K+1, neurons) s^(m)(z0)/m!.
-        propagators: per hidden layer, (outputs, points, neurons) g = d output / d activation.
+        derivatives: (points, K+1, neurons of all hidden layers) s^(m)(z0)/m!.
+        propagators: (outputs, points, neurons of all hidden layers) g = d output / d activation.
         weights: the weight matrices between consecutive hidden layers, W(l+1) (n_{l+1}, n_l).
-        order: K >= 3.
-        n: number of expansion variables.
         result: (outputs, points, M_K), overwritten with the coefficients of order exactly K
-            times gamma_first, i.e. not yet divided by plan(n, K).first_count (the caller does
-            that in the copy to its result, saving a pass over the largest array).
+            times gamma_first, i.e. not yet divided by p.first_count (the caller does that in
+            the copy to its result, saving a pass over the largest array).
         below: (outputs, points, M_{K-1}), overwritten with the coefficients of order K-1.
 
     Every term is a sum over neurons of per-neuron products, so all hidden layers are one
     wide layer here: one GEMM with a long inner dimension and one scatter per tile, not one
-    per layer. Runs in the caller's thread (forward.multivariate_series runs blocks of points
-    in threads), with BLAS held to one thread by the caller.
+    per layer. Runs in the caller's thread, with BLAS held to one thread by the caller.
     """
-    p = plan(n, order)
     dtype = result.dtype
-    outputs, points = result.shape[:2]
-    neurons = bounds[-1]
-    # Per layer, side by side: s_m, c_j = (j + 1) s_{j+1} (the coefficients of
-    # h'(y) = sum_j c_j y^j, j = 1 .. K-1) and the propagators.
-    ranks = np.arange(2, order + 1, dtype=dtype)
-    wide_derivatives = workspace.array("derivatives", (points, order + 1, neurons), dtype)
+    order = derivatives.shape[1] - 1
+    points, _, neurons = derivatives.shape
+    n = p.pair_targets.shape[1]
+    outputs = propagators.shape[0]
+    # c_j = (j + 1) s_{j+1}: the coefficients of h'(y) = sum_j c_j y^j, j = 1 .. K-1.
     coefficients = workspace.array("coefficients", (points, order - 1, neurons), dtype)
-    wide_propagators = workspace.array("propagators", (outputs, points, neurons), dtype)
-    for l, d in enumerate(derivatives):
-        columns = slice(bounds[l], bounds[l + 1])
-        wide_derivatives[:, :, columns] = d
-        np.multiply(d[:, 2:order + 1, :], ranks[None, :, None], out=coefficients[:, :, columns])
-        wide_propagators[:, :, columns] = propagators[l]
+    np.multiply(derivatives[:, 2:, :], np.arange(2, order + 1, dtype=dtype)[None, :, None], out=coefficients)
     partners = workspace.array("partners", (points, outputs, n + 1, neurons), dtype)
     _partners(series, bounds, derivatives, coefficients, propagators, weights, n, partners)
     result[...] = 0.0
     below[...] = 0.0
-    _contract_block(p, series, wide_derivatives, coefficients, wide_propagators, partners, result, below)
+    _contract_block(p, series, derivatives, coefficients, propagators, partners, result, below)
 
 
 def _contract_block(p: Plan, series, derivatives, coefficients, propagators, partners, result, below) -> None:
     """_contract_points on every point of the arrays, with this thread's work arrays.
 
     The arrays go to the kernel as (rows, neurons) matrices or flat (index arithmetic in the
-    kernel), and the operands of its BLAS calls as addresses: Numba's code for array views,
-    .ctypes objects and indices in three or more dimensions was most of its compile time."""
+    kernel): Numba's code for array views and indices in three or more dimensions was most of
+    its compile time."""
     dtype = result.dtype
     points, pushed, neurons = series.shape
     outputs = propagators.shape[0]
     n = p.pair_targets.shape[1]
-    chunk = int((p.segments[:, 5] - p.segments[:, 4]).max())
     tiles = p.tiles
-    largest = outputs * max(chunk * (n + 1), int(((tiles[:, 1] - tiles[:, 0]) * tiles[:, 2]).max(initial=0)))
+    chunk = int((p.segments[:, SEGMENT_TOP_STOP] - p.segments[:, SEGMENT_TOP_START]).max())
+    tile_entries = (tiles[:, TILE_STOP] - tiles[:, TILE_START]) * tiles[:, TILE_ROWS]
+    largest = outputs * max(chunk * (n + 1), int(tile_entries.max(initial=0)))
     # Work arrays of this thread, reused from call to call (feynmlp.workspace).
     r = workspace.array("contract r", (pushed, neurons), dtype)                  # R = h'(dz), orders < K-1
     r_top = workspace.array("contract r_top", (max(1, chunk), neurons), dtype)   # R of one chunk of order K-1
     p_top = workspace.array("contract p_top", (max(1, chunk), neurons), dtype)   # P of the same chunk
     scaled = workspace.array("contract scaled", (pushed * outputs, neurons), dtype)  # g * D, row j * outputs + o
     buffer = workspace.array("contract product", (max(1, largest),), dtype)      # one matrix product
-    ints = np.array([84, 78, 0, 0, neurons, 0], dtype=np.int32)  # BLAS arguments by reference: 'T', 'N'
-    scalars = np.array([1.0, 0.0], dtype=dtype)                 # alpha, beta
     if not all(a.flags.c_contiguous for a in (series, derivatives, coefficients, propagators, partners, result, below)):
         raise ValueError("the top-vertex kernel takes C-contiguous arrays")
-    sizes = np.array([points, pushed, neurons, outputs, n, derivatives.shape[1], coefficients.shape[1],
-                      p.tables.shape[1], dtype.itemsize], dtype=np.int64)
-    address = blas.operands(r, r_top, p_top, scaled, partners, buffer, ints, scalars)
+    ints, scalars = blas.scratch(dtype)
     _contract_points(
-        blas.gemm(dtype), *(a.reshape(-1, neurons) for a in (series, derivatives, coefficients, propagators)),
+        blas.gemm(dtype), ints, scalars,
+        *(a.reshape(-1, neurons) for a in (series, derivatives, coefficients, propagators, partners)),
         result.reshape(outputs * points, -1), below.reshape(outputs * points, below.shape[2]), p.first_power,
-        p.splits.reshape(-1), tiles.reshape(-1), p.targets, p.first_variable, p.pair_targets.reshape(-1),
-        p.tables.reshape(-1), p.valence, p.weight, p.segments.reshape(-1), r, r_top, p_top, scaled, buffer, ints, sizes,
-        address, 0, points)
+        p.splits, tiles, p.targets, p.first_variable, p.pair_targets.reshape(-1), p.tables.reshape(-1), p.tables.shape[1],
+        p.valence, p.weight, p.segments, r, r_top, p_top, scaled, buffer, points, outputs, n)
 
 
 def _partners(series, bounds, derivatives, coefficients, propagators, weights, n, partners):
@@ -278,10 +398,10 @@ def _partners(series, bounds, derivatives, coefficients, propagators, weights, n
     last, g(l)."""
     points, outputs, dtype = partners.shape[0], partners.shape[1], partners.dtype
     accumulated = None  # Y~(l+1), (points * outputs * n, neurons of layer l+1)
-    for l in range(len(derivatives) - 1, -1, -1):
+    for l in range(len(bounds) - 2, -1, -1):
         columns = slice(bounds[l], bounds[l + 1])
         width = bounds[l + 1] - bounds[l]
-        g = propagators[l].transpose(1, 0, 2)  # (points, outputs, neurons)
+        g = propagators[:, :, columns].transpose(1, 0, 2)  # (points, outputs, neurons)
         partners[:, :, n, columns] = g
         pulled = workspace.array(("pulled", l % 2), (points, outputs, n, width), dtype)
         if accumulated is None:
@@ -295,47 +415,37 @@ def _partners(series, bounds, derivatives, coefficients, propagators, weights, n
             gc = g * coefficients[:, None, 0, columns]
             term = workspace.array("partner term", pulled.shape, dtype)
             np.multiply(gc[:, :, None, :], series[:, None, 1:1 + n, columns], out=term)
-            pulled *= derivatives[l][:, None, None, 1, :]
+            pulled *= derivatives[:, None, None, 1, columns]
             pulled += term
             accumulated = pulled.reshape(-1, width)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def _contract_points(gemm, series, derivatives, coefficients, propagators, result, below, first_power,
-                    splits, tiles, targets, first_variable, pair_targets, tables, valence, weight, segments, r, r_top,
-                    p_top, scaled, buffer, ints, sizes, address, lo, hi):  # pragma: no cover - compiled
-    """Points lo..hi-1, all hidden layers side by side as one wide layer, added into
-    result[:, lo:hi] (and below[:, lo:hi]).
+def _contract_points(gemm, ints, scalars, series, derivatives, coefficients, propagators, partners, result, below,
+                     first_power, splits, tiles, targets, first_variable, pair_targets, tables, width_t, valence, weight,
+                     segments, r, r_top, p_top, scaled, buffer, points, outputs, n):  # pragma: no cover - compiled
+    """Every point, all hidden layers side by side as one wide layer, added into result (and
+    below).
 
     Per point, segment by segment of the plan: segment 0 composes R's orders < K-1 from the
-    tables and runs the splits |alpha| >= 2; segment 1 + c composes R
-    and P of chunk c of the order-(K-1) rows, runs the split |alpha| = 1 over the chunk's betas
-    and the chunk's P^T [V | g].
+    tables and runs the splits |alpha| >= 2; segment 1 + c composes R and P of chunk c of the
+    order-(K-1) rows, runs the split |alpha| = 1 over the chunk's betas and the chunk's
+    P^T [V | g].
 
     Written for a short compile (each callee, allocation, array view or index of more
-    dimensions costs Numba and LLVM tens of milliseconds): one function without callees or
-    array views; the work arrays r, r_top, p_top, scaled = g D and buffer passed in; the arrays
-    as (rows, neurons) matrices (series, derivatives, coefficients: row p * rows per point + j;
-    propagators, result, below: row o * points + p; scaled: row j * outputs + o, so that one
-    product serves every output) or flat (the rest; `sizes` holds the shapes); the BLAS
-    operands as addresses (`address`: r, r_top, p_top, scaled, partners, buffer, ints, scalars). The loops over neurons index [row, b],
-    not [row * neurons + b]: with b >= 0 known, LLVM vectorises them.
+    dimensions costs Numba and LLVM tens of milliseconds): one function whose only callee is
+    blas.product; the work arrays r, r_top, p_top, scaled = g D and buffer passed in; the
+    arrays as (rows, neurons) matrices (series, derivatives, coefficients: row p * rows per
+    point + j; propagators, result, below: row o * points + p; partners: row (p * outputs + o)
+    * (n + 1) + j; scaled: row j * outputs + o, so that one product serves every output) or
+    flat (tables: rows of width_t, the target then the sources; pair_targets: n per row of
+    order K-1). The loops over neurons index [row, b], not [row * neurons + b]: with b >= 0
+    known, LLVM vectorises them.
     """
-    points = sizes[0]
-    pushed = sizes[1]
-    neurons = sizes[2]
-    outputs = sizes[3]
-    n = sizes[4]
-    n_derivatives = sizes[5]   # K + 1
-    n_coefficients = sizes[6]  # K - 1
-    width_t = sizes[7]         # columns of the tables: target, sources
-    item = sizes[8]            # bytes per number
-    r_at = address[0]
-    scaled_at = address[3]
-    partners_at = address[4]
-    buffer_at = address[5]
-    ints_at = address[6]
-    scalars_at = address[7]
+    neurons = series.shape[1]
+    pushed = series.shape[0] // points
+    n_derivatives = derivatives.shape[0] // points     # K + 1
+    n_coefficients = coefficients.shape[0] // points   # K - 1
     # The accumulators of one target, one valence and one term, allocated here: LLVM vectorises their loops
     # only when it knows they share no memory with the arguments (passed in, K = 4 ran 14 % slower).
     # np.empty and a loop, not np.zeros: np.zeros costs a cold compile 0.2 s more (its own overloads).
@@ -348,7 +458,7 @@ def _contract_points(gemm, series, derivatives, coefficients, propagators, resul
         acc_p[b] = 0.0
         term[b] = 0.0
         q[b] = 0.0
-    for p in range(lo, hi):
+    for p in range(points):
         dz = p * pushed                                         # this point's rows
         cz = p * n_coefficients
         sz = p * n_derivatives
@@ -361,11 +471,11 @@ def _contract_points(gemm, series, derivatives, coefficients, propagators, resul
                 g = o * points + p
                 for b in range(neurons):
                     scaled[j * outputs + o, b] = series[dz + j, b] * propagators[g, b]
-        for segment in range(segments.shape[0] // 6):
-            i0 = segments[6 * segment]
-            i1 = segments[6 * segment + 1]
-            start = segments[6 * segment + 4]
-            rows = segments[6 * segment + 5] - start
+        for segment in range(segments.shape[0]):
+            i0 = segments[segment, SEGMENT_ROW_START]
+            i1 = segments[segment, SEGMENT_ROW_STOP]
+            start = segments[segment, SEGMENT_TOP_START]
+            rows = segments[segment, SEGMENT_TOP_STOP] - start
             # Table rows i0..i1-1, sorted by target: R = h'(dz) added into r below order K-1; R
             # and P (the order-(K-1) part of h(dz), s_m = derivatives[m]) written to r_top and
             # p_top for the chunk. Each target is accumulated in acc_r (acc_p) and written once.
@@ -419,28 +529,25 @@ def _contract_points(gemm, series, derivatives, coefficients, propagators, resul
                             acc_p[b] = 0.0
             # The segment's tiles: the right operand is r (row = beta's column) in segment 0,
             # r_top (row = beta's column - pushed - start) in the chunks.
-            right_at = r_at if segment == 0 else address[1]
+            right = r if segment == 0 else r_top
             shift = 0 if segment == 0 else pushed + start
             # All outputs in one product: the rows of `scaled` are (j, output) pairs.
-            for t in range(segments[6 * segment + 2], segments[6 * segment + 3]):
-                c0 = tiles[4 * t]
-                width = tiles[4 * t + 1] - c0
-                count = tiles[4 * t + 2]
-                s = tiles[4 * t + 3]
-                a0 = splits[5 * s]
-                n_beta = splits[5 * s + 3]
+            for t in range(segments[segment, SEGMENT_TILE_START], segments[segment, SEGMENT_TILE_STOP]):
+                c0 = tiles[t, TILE_START]
+                width = tiles[t, TILE_STOP] - c0
+                count = tiles[t, TILE_ROWS]
+                s = tiles[t, TILE_SPLIT]
+                a0 = splits[s, SPLIT_ALPHA_START]
+                n_beta = splits[s, SPLIT_BETA_COUNT]
                 # buffer[:count * outputs * width] = left[a0 * outputs:(a0 + count) * outputs]
                 # @ right[b:b + width].T, both row-major with `neurons` columns; in BLAS's
                 # column-major terms C^T = B^T' A^T.
-                ints[2] = width
-                ints[3] = count * outputs
-                gemm(ints_at, ints_at + 4, ints_at + 8, ints_at + 12, ints_at + 16, scalars_at,
-                     right_at + item * (splits[5 * s + 2] + c0 - shift) * neurons, ints_at + 16,
-                     scaled_at + item * a0 * outputs * neurons, ints_at + 16, scalars_at + item, buffer_at,
-                     ints_at + 8)
+                blas.product(gemm, ints, scalars, TRANSPOSED, PLAIN, width, count * outputs, neurons,
+                             blas.at(right, (splits[s, SPLIT_BETA_START] + c0 - shift) * neurons), neurons,
+                             blas.at(scaled, a0 * outputs * neurons), neurons, blas.at(buffer, 0), width)
                 for a in range(count):
                     power = first_power[a0 + a]
-                    base = splits[5 * s + 4] + a * n_beta + c0
+                    base = splits[s, SPLIT_TARGETS] + a * n_beta + c0
                     for o in range(outputs):
                         out = o * points + p
                         row = (a * outputs + o) * width
@@ -452,11 +559,9 @@ def _contract_points(gemm, series, derivatives, coefficients, propagators, resul
                 continue
             # P^T [V | g] for all outputs: the pulled-back valence-2 terms and the order-(K-1)
             # coefficients, buffer[:rows * outputs * (n + 1)] = p_top[:rows] @ partners[p].T.
-            ints[2] = outputs * (n + 1)
-            ints[3] = rows
-            gemm(ints_at, ints_at + 4, ints_at + 8, ints_at + 12, ints_at + 16, scalars_at,
-                 partners_at + item * p * outputs * (n + 1) * neurons, ints_at + 16, address[2],
-                 ints_at + 16, scalars_at + item, buffer_at, ints_at + 8)
+            blas.product(gemm, ints, scalars, TRANSPOSED, PLAIN, outputs * (n + 1), rows, neurons,
+                         blas.at(partners, p * outputs * (n + 1) * neurons), neurons, blas.at(p_top, 0), neurons,
+                         blas.at(buffer, 0), outputs * (n + 1))
             for a in range(rows):
                 # gamma_first of alpha + e_j: 1 below alpha's first variable f, alpha_f + 1
                 # at f, alpha_f above (the first-variable rule's normalisation, undone).

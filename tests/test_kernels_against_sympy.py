@@ -3,7 +3,9 @@ symbolic MLP: every Taylor coefficient up to order 4, several activations, 1e-9 
 import numpy as np
 import pytest
 
-from feynmlp import forward, multi_index
+from feynmlp import multi_index
+from feynmlp.directional import directional_series
+from feynmlp.multivariate import multivariate_series
 from helpers.networks import random_layers
 from helpers.symbolic_reference import directional_coefficients, symbolic_outputs, taylor_coefficients
 
@@ -37,7 +39,7 @@ def test_multivariate_coefficients(sizes, acts, out_act, order, scheme):
     weights, biases = random_layers(rng, sizes, 0.7, 0.3)
     point = rng.normal(size=sizes[0]) * 0.5
     xs, outputs = symbolic_outputs(weights, biases, acts, out_act)
-    coefficients = forward.multivariate_series(weights, biases, acts, out_act, point[None], order, scheme=scheme)
+    coefficients = multivariate_series(weights, biases, acts, out_act, point[None], order, scheme=scheme)
     exps = multi_index.exponents(sizes[0], order)
     assert coefficients.shape == (1, sizes[-1], len(exps))
     for o, expr in enumerate(outputs):
@@ -53,7 +55,7 @@ def test_wrt_subset_and_batch(scheme):
     points = rng.normal(size=(2, 3)) * 0.5
     xs, (expr,) = symbolic_outputs(weights, biases, ["tanh", "sigmoid"])
     wrt = [2, 0]
-    coefficients = forward.multivariate_series(weights, biases, ["tanh", "sigmoid"], None, points, 3, wrt=wrt,
+    coefficients = multivariate_series(weights, biases, ["tanh", "sigmoid"], None, points, 3, wrt=wrt,
                                                scheme=scheme)
     alphas = np.zeros((multi_index.count(2, 3), 3), dtype=int)
     alphas[:, wrt] = multi_index.exponents(2, 3)
@@ -68,7 +70,7 @@ def test_directional_series(acts, order):
     weights, biases = random_layers(rng, (3, 2, 2, 2), 0.7, 0.3)
     point, direction = rng.normal(size=3) * 0.5, rng.normal(size=3)
     xs, outputs = symbolic_outputs(weights, biases, acts)
-    series = forward.directional_series(weights, biases, acts, None, point[None], direction[None], order)
+    series = directional_series(weights, biases, acts, None, point[None], direction[None], order)
     for o, expr in enumerate(outputs):
         want = directional_coefficients(expr, xs, point, direction, order)
         for got_k, want_k in zip(series[0, o], want):
@@ -79,8 +81,8 @@ def test_float32_on_request():
     rng = np.random.default_rng(3)
     weights, biases = random_layers(rng, (2, 3, 1), 0.7, 0.3)
     point = rng.normal(size=(1, 2))
-    c64 = forward.multivariate_series(weights, biases, ["tanh"], None, point, 3)
-    c32 = forward.multivariate_series(weights, biases, ["tanh"], None, point, 3, dtype=np.float32)
+    c64 = multivariate_series(weights, biases, ["tanh"], None, point, 3)
+    c32 = multivariate_series(weights, biases, ["tanh"], None, point, 3, dtype=np.float32)
     assert c32.dtype == np.float32
     np.testing.assert_allclose(c32, c64, rtol=1e-4, atol=1e-5)
 
@@ -91,6 +93,6 @@ def test_order_beyond_shipped_is_generated_on_demand(tmp_path, monkeypatch):
     weights, biases = random_layers(rng, (2, 2, 1), 0.7, 0.3)
     point = rng.normal(size=2) * 0.5
     xs, (expr,) = symbolic_outputs(weights, biases, ["tanh"])
-    coefficients = forward.multivariate_series(weights, biases, ["tanh"], None, point[None], 5)
+    coefficients = multivariate_series(weights, biases, ["tanh"], None, point[None], 5)
     for got, want in zip(coefficients[0, 0], taylor_coefficients(expr, xs, point, multi_index.exponents(2, 5))):
         _close(got, want)

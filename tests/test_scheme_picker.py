@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import feynmlp
-from feynmlp import forward, hessian, top_vertex
+from feynmlp import hessian, schemes, top_vertex
 from feynmlp.schemes import choose_scheme
 from helpers.networks import random_mlp
 
@@ -63,7 +63,7 @@ def test_auto_runs_the_scheme_the_picker_names(monkeypatch, outputs, order, pick
     # feynmlp.taylor(scheme="auto") asks the picker with the network's shape and runs its
     # answer: order 2 by the topmost vertex is feynmlp.hessian, order >= 3 the contraction.
     asked, hessians, contractions = [], [], []
-    real_choose, real_expand, real_contract = forward.choose_scheme, hessian.expand, top_vertex.contract
+    real_choose, real_expand, real_contract = schemes.choose_scheme, hessian.SCHEME.expand, top_vertex.contract
 
     def spy_choose(*args):
         asked.append(args)
@@ -77,9 +77,9 @@ def test_auto_runs_the_scheme_the_picker_names(monkeypatch, outputs, order, pick
         contractions.append(1)
         return real_contract(*args, **kwargs)
 
-    # forward.multivariate_series asks the picker through its own module's name for it.
-    monkeypatch.setattr(forward, "choose_scheme", spy_choose)
-    monkeypatch.setattr(hessian, "expand", spy_expand)
+    # feynmlp.schemes.choose asks the picker through its own module's name for it.
+    monkeypatch.setattr(schemes, "choose_scheme", spy_choose)
+    monkeypatch.setattr(hessian.SCHEME, "expand", spy_expand)
     monkeypatch.setattr(top_vertex, "contract", spy_contract)
     rng = np.random.default_rng(outputs + order)
     mlp = random_mlp(rng, (3, 4, outputs), ["tanh"])

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 import feynmlp
-from feynmlp import forward, multi_index, top_vertex
+from feynmlp import multi_index, top_vertex
+from feynmlp.multivariate import multivariate_series
 from helpers.networks import random_layers, random_mlp
 from helpers.torch_reference import assert_relative_close, check_against_torch
 
@@ -136,8 +137,8 @@ def test_schemes_agree_on_wider_networks():
     points = rng.normal(size=(5, 6)) * 0.5
     acts = ["tanh", "gelu", "sin"]
     for order in (2, 3, 4):
-        a = forward.multivariate_series(weights, biases, acts, None, points, order, scheme="forward")
-        b = forward.multivariate_series(weights, biases, acts, None, points, order, scheme="top-vertex")
+        a = multivariate_series(weights, biases, acts, None, points, order, scheme="forward")
+        b = multivariate_series(weights, biases, acts, None, points, order, scheme="top-vertex")
         np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12 * np.abs(a).max())
 
 

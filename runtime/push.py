@@ -1,0 +1,167 @@
+"""The forward push and the output propagators, shared by every multivariate scheme.
+
+In: a network (weights W(l) (n_l, n_{l-1}), biases, the kernel modules of its activations),
+expansion points (points, n_in), the order P to push and the expansion variables. Out:
+
+- push(): the output's Taylor series up to order P, one block per point (points, M_P, n_out),
+  and per hidden layer the activation's derivatives s^(m)(z0)/m!; optionally the hidden
+  layers' pre-activation series and derivatives side by side as one wide layer (points, ...,
+  all hidden neurons), the form the top-vertex contractions read.
+- output_propagators(): g(l) = d f / d a(l) for every hidden layer and output, one backward
+  pass, side by side (outputs * points, all hidden neurons).
+
+Each layer is one affine map applied to all coefficients at once (a single matrix product
+with the points and coefficients stacked into its long dimension, where BLAS is fast) and
+one vertex layer (the generated kernel composing the activation's Taylor series with the
+incoming one: docs/mathematics.md, "Vertex sums and the layer recursion").
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from . import blas, multi_index, workspace
+from .blas import PLAIN
+from .kernels import Kernels, call_kernel
+
+def push(weights, biases, kernels: Kernels, points, order, variables, dtype, stack=None, wide=None):
+    """Forward series (points, M, n_out) up to `order` (M = multi_index.count(n, order)), and per
+    hidden layer the activation's derivatives s^(m)(z0)/m!, m = 0 .. the order D of
+    kernels.derivatives, (points, D + 1, neurons), or None where `wide` holds them.
+
+    With stack (points, M, all hidden neurons), each hidden layer's pre-activation series is
+    also copied into its block of stack's neuron columns, in order; with wide (points, D + 1,
+    all hidden neurons), the derivatives are written there, layer by layer, and kept per layer
+    only where a vertex layer of order >= 2 reads them.
+
+    One block per point, neurons innermost: the vertex kernels vectorise over the neurons, the
+    affine maps are one matrix product over all points and coefficients, and the top-vertex
+    contractions read each point's block without a transpose. The series returned is a
+    feynmlp.workspace array: valid until the next expansion on this thread.
+    """
+    n_vars = variables.size
+    columns = multi_index.count(n_vars, order)
+    tables = multi_index.vertex_tables(n_vars, order) if order > 1 else ()
+    first = np.asarray(weights[0], dtype=dtype)
+    series = workspace.array(("series", 0), (points.shape[0], columns, first.shape[0]), dtype)
+    series[:, 0, :] = points @ first.T + np.asarray(biases[0], dtype=dtype)
+    if order:
+        # The first affine map is exactly linear: its order-1 coefficients are the weight columns.
+        series[:, 1:1 + n_vars, :] = first[:, variables].T[None, :, :]
+        series[:, 1 + n_vars:, :] = 0.0
+    column = 0
+    derivatives = []
+    for layer in range(1, len(weights)):
+        width = series.shape[2]
+        if stack is not None:
+            stack[:, :, column:column + width] = series
+        target = None if wide is None else wide[:, :, column:column + width]
+        column += width
+        derivatives.append(_values(series, kernels.derivatives[layer - 1], target, keep=wide is None or order > 1))
+        if order == 0 and target is not None:
+            series = target[:, :1, :]  # the activations: the next affine map reads them in place
+        else:
+            layer_derivatives = derivatives[-1] if derivatives[-1] is not None else target
+            series = _vertex_layer(series, layer_derivatives, kernels.compose[layer - 1], order, tables)
+        # Two series buffers in turn: the input of a layer is dead once its vertex layer ran.
+        series = _affine(series, weights[layer], biases[layer], dtype, ("series", layer % 2))
+    if kernels.output is not None:
+        series = _vertex_layer(series, _values(series, kernels.output), kernels.output, order, tables)
+    return series, derivatives
+
+
+def _affine(series, weight, bias, dtype, name):
+    """W over the neuron axis, into the workspace array `name`: one matrix product over all
+    points and coefficients."""
+    weight = np.asarray(weight, dtype=dtype)
+    points, columns, width = series.shape
+    out = workspace.array(name, (points, columns, weight.shape[0]), dtype)
+    np.matmul(series.reshape(points * columns, width), weight.T, out=out.reshape(points * columns, -1))
+    out[:, 0, :] += np.asarray(bias, dtype=dtype)
+    return out
+
+
+def _vertex_layer(series, derivatives, module, order, tables):
+    out = workspace.array("composed", series.shape, series.dtype)
+    if order <= 1:
+        # No vertex below order 2: s(z0 + dz) = s0 + s1 dz. Two NumPy passes, as fast as the
+        # kernel, and one compiled function fewer on a cold first call (0.25 s at K = 3).
+        out[:, 0, :] = derivatives[:, 0, :]
+        np.multiply(series[:, 1:, :], derivatives[:, 1:2, :], out=out[:, 1:, :])
+        return out
+    call_kernel(module, "compose_multivariate", series, derivatives, out, *tables)
+    return out
+
+
+def _values(series, module, target=None, keep=True):
+    """s^(m)(z0)/m! for m = 0..K at each point and neuron, by the kernel module of order K:
+    written to target (points, K + 1, neurons) if given; returned as a C-contiguous array of
+    that shape if keep (the vertex kernels read it), else None."""
+    order = module.ORDER
+    z0 = np.ascontiguousarray(series[:, 0, :]).reshape(-1)
+    out = np.empty((z0.size, order + 1), dtype=series.dtype)
+    call_kernel(module, "taylor_derivatives", z0, out)
+    by_order = out.reshape(series.shape[0], series.shape[2], order + 1).transpose(0, 2, 1)
+    if target is not None:
+        target[...] = by_order
+    return np.ascontiguousarray(by_order) if keep else None
+
+
+def between_weights(weights, dtype) -> np.ndarray:
+    """The weights between consecutive hidden layers, W(2) .. W(L), in `dtype`, flat, one after
+    the other (what output_propagators and the compiled contractions read). Built once per
+    request."""
+    between = [np.asarray(w, dtype=dtype).reshape(-1) for w in weights[1:-1]]
+    return np.concatenate(between) if between else np.zeros(0, dtype=dtype)
+
+
+def output_propagators(between, last, derivatives, bounds, propagators, scratch) -> None:
+    """g(l) = d f / d a(l) of every hidden layer l and output, into propagators (outputs,
+    points, all hidden neurons; layer l's columns bounds[l] .. bounds[l + 1] - 1), from the
+    derivatives side by side (points, D + 1, all hidden neurons; s' is m = 1), the flat weights
+    between the hidden layers (between_weights), the output weights `last` (C-contiguous) and
+    a blas.scratch pair.
+
+    g(L) of the last hidden layer is the output weights, the same at every point; below it,
+    g(l) = (g(l+1) s'(l+1)) W(l+1), one matrix product per layer for all outputs and points."""
+    dtype = propagators.dtype
+    outputs, points, neurons = propagators.shape
+    widest = max(bounds[l + 1] - bounds[l] for l in range(len(bounds) - 1))
+    scaled = workspace.array("propagators scaled", (outputs * points, widest), dtype)
+    _propagate(blas.gemm(dtype), *scratch, between, last, bounds, derivatives.reshape(-1, neurons), scaled,
+               propagators.reshape(-1, neurons), points)
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _propagate(gemm, ints, scalars, between, last, bounds, derivatives, scaled, propagators,
+               points):  # pragma: no cover - compiled
+    """output_propagators' backward pass: derivatives as rows p * (D + 1) + m, propagators and
+    scaled as rows o * points + p; between holds W(2) .. W(L) flat, one after the other."""
+    layers = bounds.shape[0] - 1
+    rows = propagators.shape[0]
+    orders = derivatives.shape[0] // points
+    wide = scaled.shape[1]
+    top = bounds[layers - 1]
+    for r in range(rows):
+        o = r // points
+        for b in range(bounds[layers] - top):
+            propagators[r, top + b] = last[o, b]
+    # W(l+1) (width_(l+1) x width_l) starts after the matrices of the layers below it.
+    offset = 0
+    for l in range(1, layers - 1):
+        offset += (bounds[l + 1] - bounds[l]) * (bounds[l] - bounds[l - 1])
+    for l in range(layers - 1, 0, -1):
+        c0 = bounds[l]
+        width = bounds[l + 1] - c0
+        below = bounds[l] - bounds[l - 1]
+        for r in range(rows):
+            slope = (r % points) * orders + 1
+            for b in range(width):
+                column = np.uint64(c0 + b)  # known >= 0: no wraparound test, so LLVM vectorises
+                scaled[r, b] = propagators[r, column] * derivatives[slope, column]
+        # propagators[:, layer l-1's columns] = scaled (rows x width) @ W(l+1) (width x below);
+        # column-major: C (below x rows, ld neurons) = W' (below x width) @ scaled' (width x rows).
+        blas.product(gemm, ints, scalars, PLAIN, PLAIN, below, rows, width, blas.at(between, offset), below,
+                     blas.at(scaled, 0), wide, blas.at(propagators, bounds[l - 1]), propagators.shape[1])
+        if l > 1:
+            offset -= below * (bounds[l - 1] - bounds[l - 2])
