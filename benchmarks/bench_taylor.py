@@ -34,9 +34,9 @@ How each number is obtained (benchmarks/README.md has the column-by-column versi
   (i1 <= .. <= iK; derivative = coefficient * alpha!) of the first --check-points points, as
   max |a - b| / max |b|.
 - FLOPs are counted analytically for the scheme feynmlp's "auto" picks for the case (it
-  reports forward / top-vertex; see `multivariate_flops`, `top_vertex_flops`,
-  `directional_flops`), not measured in the code under test: a scheme that changes without
-  these formulas being updated shows a misleading rate.
+  reports forward / top-vertex), by that scheme's own count (`flops` of the objects in
+  feynmlp.schemes, formulas in their docstrings; feynmlp.directional.directional_flops), not
+  measured: the count lives beside the code it describes.
 """
 from __future__ import annotations
 
@@ -140,171 +140,19 @@ def write_case_data(case: dict, path: Path, seed: int) -> None:
 
 # ======================================================================== analytic counts
 
-def multisets(n: int, max_degree: int, max_size: int, max_total: int) -> list[list[int]]:
-    """table[m][t]: the number of multisets of m nonzero multi-indices in n variables, each of
-    degree <= max_degree, with degrees summing to t (there are C(n+d-1, d) multi-indices of
-    degree d; a generating-function count, exact integers)."""
-    table = [[0] * (max_total + 1) for _ in range(max_size + 1)]
-    table[0][0] = 1
-    for d in range(1, max_degree + 1):
-        items = math.comb(n + d - 1, d)
-        new = [[0] * (max_total + 1) for _ in range(max_size + 1)]
-        for m in range(max_size + 1):
-            for total in range(max_total + 1):
-                if table[m][total]:
-                    j = 0
-                    while m + j <= max_size and total + j * d <= max_total:
-                        new[m + j][total + j * d] += table[m][total] * math.comb(items + j - 1, j)
-                        j += 1
-        table = new
-    return table
-
-
-def multiset_counts(n: int, order: int) -> dict[int, int]:
-    """For m = 2..order: the rows of the valence-m vertex table, i.e. the multisets
-    {alpha_1..alpha_m} of nonzero multi-indices with |alpha_1 + .. + alpha_m| <= order."""
-    table = multisets(n, order, order, order)
-    return {m: sum(table[m]) for m in range(2, order + 1)}
-
-
-def partitions(k: int, largest: int | None = None):
-    largest = k if largest is None else largest
-    if k == 0:
-        yield ()
-        return
-    for part in range(min(k, largest), 0, -1):
-        for rest in partitions(k - part, part):
-            yield (part,) + rest
-
-
-ACTIVATION_FLOPS_PER_ORDER = 10  # s(z) and its K derivatives: a few tens of FLOPs, negligible
-
-
-def multivariate_flops(sizes, batch: int, order: int) -> int:
-    """FLOPs of the layer-by-layer dense scheme, all M = C(n+K, K) coefficients per neuron.
-
-    FLOPs = 2 n_1 n_0 B                                                first affine map (values)
-          + sum over hidden layers l of n_l B V                        vertex layers
-          + sum over later affine maps l of 2 n_l n_(l-1) B M          one matrix product each
-    with B points and, per neuron and point, the vertex work
-        V = 10 K + (M - 1) + sum_{m=2..K} R_m (m + 2)
-    (valence 1: one product per coefficient; valence m: R_m table rows, each m + 1 products
-    (s^(m)/m!, weight, m coefficients) and one addition; R_m from `multiset_counts`).
-    """
-    n, hidden = sizes[0], sizes[1:-1]
-    M = math.comb(n + order, order)
-    rows = multiset_counts(n, order)
-    vertex = ACTIVATION_FLOPS_PER_ORDER * order + (M - 1) + sum(r * (m + 2) for m, r in rows.items())
-    flops = 2 * sizes[1] * sizes[0] * batch
-    flops += sum(width * batch * vertex for width in hidden)
-    flops += sum(2 * n_out * n_in * batch * M for n_in, n_out in zip(sizes[1:-1], sizes[2:]))
-    return flops
-
-
-def directional_flops(sizes, batch: int, order: int) -> int:
-    """FLOPs of univariate Taylor mode along B directions, K + 1 coefficients per neuron.
-
-    FLOPs = 2 * 2 n_1 n_0 B (values and first-order terms) + sum over hidden layers of n_l B V
-          + sum over later affine maps of 2 n_l n_(l-1) B (K + 1),
-    V = 10 K + sum_{k=1..K} sum over partitions p of k of (len(p) + 2) (Faa di Bruno).
-    """
-    vertex = ACTIVATION_FLOPS_PER_ORDER * order + sum(
-        len(p) + 2 for k in range(1, order + 1) for p in partitions(k))
-    flops = 4 * sizes[1] * sizes[0] * batch
-    flops += sum(width * batch * vertex for width in sizes[1:-1])
-    flops += sum(2 * n_out * n_in * batch * (order + 1) for n_in, n_out in zip(sizes[1:-1], sizes[2:]))
-    return flops
-
-
-def hessian_flops(sizes, batch: int) -> int:
-    """FLOPs of the top-vertex scheme at K = 2 (feynmlp.hessian), N = sum of the hidden widths,
-    T = n(n+1)/2, blocks of points as feynmlp.threads.blocks splits them:
-
-    FLOPs = 2 n_1 n_0 B + sum over later layers of 2 n_l n_(l-1) B      forward values
-          + sum over hidden layers of 20 n_l B                           s, s', s''/2
-          + sum over hidden layers of 3 n_out n_l B                      weights w, next g
-          + sum over hidden layers but the last of 2 n_out n_(l+1) n_l B  propagators
-          + 2 n_out n n_1 B                                              gradient
-          + sum over hidden layers l >= 2 of (n n_(l-1) + 2 n n_(l-1) n_l) B  Jacobians
-          + per block of b points, with C the neurons contracted per point:
-            if b >= n/2 (layer 1 shared): 2 n_1 T + 2 n_out n_1 T b, C = N - n_1   w(1) @ pairs
-            else C = N
-          + b (n_out n C + sum over the diagonal blocks [i0, i1) of
-               2 (n - i0) (i1 - i0) n_out C)                             (w D)^T D per point
-    """
-    from feynmlp import hessian, threads
-
-    n, n_out, hidden = sizes[0], sizes[-1], sizes[1:-1]
-    neurons, triangle = sum(hidden), n * (n + 1) // 2
-    flops = sum(2 * upper * lower * batch for lower, upper in zip(sizes[:-1], sizes[1:]))
-    flops += sum((ACTIVATION_FLOPS_PER_ORDER * 2 + 3 * n_out) * width * batch for width in hidden)
-    flops += sum(2 * n_out * upper * lower * batch for lower, upper in zip(hidden[:-1], hidden[1:]))
-    flops += 2 * n_out * n * hidden[0] * batch
-    flops += sum((n * lower + 2 * n * lower * upper) * batch for lower, upper in zip(hidden[:-1], hidden[1:]))
-    step = -(-n // hessian._DIAGONAL_BLOCKS)
-    for lo, hi in threads.blocks(batch):
-        block = hi - lo
-        contracted = neurons
-        if block >= hessian._SHARED_FIRST_LAYER_POINTS_PER_VARIABLE * n:
-            flops += 2 * hidden[0] * triangle + 2 * n_out * hidden[0] * triangle * block
-            contracted -= hidden[0]
-        products = sum(2 * (n - i0) * (min(n, i0 + step) - i0) * n_out * contracted for i0 in range(0, n, step))
-        flops += block * (n_out * n * contracted + products)
-    return flops
-
-
-def top_vertex_flops(sizes, batch: int, order: int) -> int:
-    """FLOPs of the top-vertex scheme: at K = 2 hessian_flops, else (feynmlp.top_vertex) orders
-    <= K-2 pushed forward, orders K-1 and K from the topmost vertex.
-
-    FLOPs = multivariate_flops(sizes, B, P)                             forward push
-          + sum over hidden layers below the last of (n_out n_l B + 2 n_out n_l n_(l-1) B)
-                                                                         output propagators
-          + sum over hidden layers below the last of n_out B n (2 n_(l+1) + 4) n_l
-                                                                         partners pulled back
-          + sum over hidden layers l of n_l B V'                          R and P per neuron
-          + sum over hidden layers l of n_out B [n_l M_P                  g * D
-                + sum over tiles (2 n_l + 2) rows width                   GEMM + scatter per tile
-                + (2 n_l + 2) (n + 1) M_(K-1)]                            P^T [V | g] + scatter
-    with M_P = C(n+P, P), M_(K-1) = C(n+K-2, K-1), V' = (M_P - 1) + sum_{m=2..K-1} R_m (m + 2)
-    + R_top * 2 over the vertex tables of order K-1 (R_top: the rows whose target has order
-    K-1, which also feed P), and the tiles of feynmlp.top_vertex.plan(n, K) (one GEMM
-    (rows x n_l) @ (n_l x width) per tile, point and output). The tiles are read from the plan
-    itself, so this counts the products the kernel executes, including the few masked ones at
-    tile edges.
-    """
-    from feynmlp import top_vertex
-
-    if order == 2:
-        return hessian_flops(sizes, batch)
-    n, n_out, hidden = sizes[0], sizes[-1], sizes[1:-1]
-    pushed = top_vertex.pushed_order(order)
-    flops = multivariate_flops(sizes, batch, pushed)
-    flops += sum(n_out * upper * batch + 2 * n_out * upper * lower * batch
-                 for lower, upper in zip(hidden[:-1], hidden[1:]))
-    pushed_columns = math.comb(n + pushed, pushed)
-    top_rows = math.comb(n + order - 2, order - 1)
-    flops += sum(n_out * batch * n * (2 * upper + 4) * lower for lower, upper in zip(hidden[:-1], hidden[1:]))
-    rows = multiset_counts(n, order - 1)
-    derivative_series = (pushed_columns - 1) + sum(r * (m + 2) for m, r in rows.items())
-    plan = top_vertex.plan(n, order)
-    top_table_rows = int((plan.tables[:, 0] >= pushed_columns).sum())
-    derivative_series += 2 * top_table_rows
-    tiles = plan.tiles
-    entries = int(((tiles[:, 1] - tiles[:, 0]) * tiles[:, 2]).sum())
-    for width in hidden:
-        flops += width * batch * derivative_series
-        flops += n_out * batch * (width * pushed_columns + (2 * width + 2) * (entries + (n + 1) * top_rows))
-    return flops
-
-
 def case_flops(case: dict, batch: int, scheme: str | None = "forward") -> int:
-    """FLOPs of `scheme` ("forward", "top-vertex"; None or unknown: the forward formula)."""
+    """FLOPs of `scheme` ("forward", "top-vertex"; None: forward) for the case, as the scheme
+    objects of the installed feynmlp count them (Scheme.flops; directional.directional_flops)."""
+    from feynmlp import schemes
+    from feynmlp.directional import directional_flops
+
+    sizes, order = case["sizes"], case["order"]
     if case["mode"] == "directional":
-        return directional_flops(case["sizes"], batch, case["order"])
-    if scheme == "top-vertex" and case["order"] >= 2:
-        return top_vertex_flops(case["sizes"], batch, case["order"])
-    return multivariate_flops(case["sizes"], batch, case["order"])
+        return directional_flops(sizes[0], sizes[1:], order, batch)
+    request = schemes.Request(tuple(np.zeros((b, a)) for a, b in zip(sizes[:-1], sizes[1:])),
+                              tuple(np.zeros(b) for b in sizes[1:]), ("tanh",) * (len(sizes) - 2), None, order,
+                              np.arange(sizes[0]), np.dtype(np.float64), batch)
+    return schemes.choose(request, scheme or "forward").flops(request, batch)
 
 
 def unique_output_bytes(case: dict, batch: int) -> int:
@@ -516,8 +364,7 @@ def _feynmlp_worker(spec, data) -> dict:
     X = data["X"]
     info = dict(import_s=import_s, feynmlp_file=feynmlp.__file__, source_digest=_source_digest(feynmlp))
     # Which scheme "auto" picks, if this version has a choice (internal API, hence guarded).
-    choose = (getattr(getattr(feynmlp, "schemes", None), "choose_scheme", None)
-              or getattr(getattr(feynmlp, "forward", None), "choose_scheme", None))
+    choose = getattr(getattr(feynmlp, "schemes", None), "choose_scheme", None)
     if case["mode"] == "directional":
         info["scheme"] = "directional"
     elif choose is not None:
@@ -567,7 +414,7 @@ def _feynmlp_worker(spec, data) -> dict:
         top_columns = top[order]
         factor = np.prod([[math.factorial(int(a)) for a in row] for row in alphas[top_columns]], axis=1)
 
-    # Points per call: memory as forward.py estimates it (two layer-sized arrays and the output)
+    # Points per call: memory as the forward scheme estimates it (two layer-sized arrays and the output)
     # plus the unique output of the whole batch, kept under --max-memory-gb.
     widest = max(case["sizes"][1:])
     per_point = 3 * widest * columns * 8
@@ -1137,8 +984,8 @@ def report(summary) -> None:
     print_table(headers, rows)
 
     print()
-    print("feynmlp: FLOPs of the scheme 'auto' picks (formulas in multivariate_flops, top_vertex_flops, "
-          "directional_flops), rate reached, peak RSS of its process, first call (one point) in a fresh process")
+    print("feynmlp: FLOPs of the scheme 'auto' picks (each scheme's own count, Scheme.flops), rate reached, "
+          "peak RSS of its process, first call (one point) in a fresh process")
     headers = ["case", "scheme", "GFLOP", "GFLOP/s", "% 4000^3", "% 64-inner", "peak MB", "unique MB", "pts timed",
                "cold 1st s", "warm 1st s", "1-pt s", "cpu/wall"]
     rows = []

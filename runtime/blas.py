@@ -88,14 +88,15 @@ def at(array, offset):  # pragma: no cover - compiled
     return array.ctypes.data + offset * array.itemsize
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, inline="always")
 def product(gemm, ints, scalars, transa, transb, m, n, k, a, lda, b, ldb, c, ldc):  # pragma: no cover - compiled
     """C = op(A) op(B) by `gemm` (from gemm()), column-major as BLAS has it: A, B and C are
     addresses (at(array, offset)); transa, transb are TRANSPOSED or PLAIN; ints and scalars
     are a scratch() pair, overwritten.
 
     The one place that spells out the Fortran calling convention, for every matrix product of
-    the compiled kernels."""
+    the compiled kernels. Inlined into each kernel by Numba: a separately compiled callee
+    would add its own compile to a cold first call."""
     ints[0] = transa
     ints[1] = transb
     ints[2] = m

@@ -54,6 +54,7 @@ class Prepared(typing.NamedTuple):
     kernels: Kernels
     first: np.ndarray    # D(1) = W1[:, vars], (n_1, n), C-contiguous
     between: np.ndarray  # W(2) .. W(L) of the hidden layers, flat, one after the other
+    matrices: list       # the same as matrices (views of between)
     last: np.ndarray     # the output weights, C-contiguous
     bounds: np.ndarray   # (layers + 1,) the hidden layers' columns side by side
 
@@ -124,11 +125,14 @@ class HessianScheme:
     def plan(self, request) -> Prepared:
         kernels = resolve_kernels(request.hidden_activations, None, 0, derivative_order=2)
         dtype = request.dtype
-        first = np.ascontiguousarray(np.asarray(request.weights[0], dtype=dtype)[:, request.variables])
-        between = push.between_weights(request.weights, dtype)
+        first = np.asarray(request.weights[0], dtype=dtype)
+        if request.n_vars != first.shape[1] or np.any(request.variables != np.arange(first.shape[1])):
+            first = first[:, request.variables]
+        first = np.ascontiguousarray(first)
+        between, matrices = push.between_weights(request.weights, dtype)
         last = np.ascontiguousarray(request.weights[-1], dtype=dtype)
         bounds = np.array([0, *itertools.accumulate(request.widths[:-1])], dtype=np.int64)
-        return Prepared(request, kernels, first, between, last, bounds)
+        return Prepared(request, kernels, first, between, matrices, last, bounds)
 
     def expand(self, plan: Prepared, points, out) -> None:
         """Runs in the caller's thread, with BLAS held to one thread by the caller."""
@@ -143,11 +147,10 @@ class HessianScheme:
                               wide=derivatives)
         out[:, :, 0] = values[:, 0, :]
         propagators = workspace.array("hessian propagators", (outputs, count, neurons), dtype)
-        scratch = blas.scratch(dtype)
-        push.output_propagators(plan.between, plan.last, derivatives, bounds, propagators, scratch)
+        push.output_propagators(plan.matrices, plan.last, derivatives, bounds, propagators)
         sub = int(max(1, min(count, _SUB_BLOCK_BYTES // (n * neurons * dtype.itemsize))))
         shared = count >= _SHARED_FIRST_LAYER_POINTS_PER_VARIABLE * n
-        _hessians(blas.gemm(dtype), *scratch, plan.first, plan.between, bounds,
+        _hessians(blas.gemm(dtype), *blas.scratch(dtype), plan.first, plan.between, bounds,
                   derivatives.reshape(-1, neurons), propagators.reshape(-1, neurons), out.reshape(count * outputs, -1),
                   workspace.array("hessian weight", (outputs * count, neurons), dtype),
                   workspace.array("hessian first slope", (outputs * count, widths[0]), dtype),

@@ -18,10 +18,8 @@ incoming one: docs/mathematics.md, "Vertex sums and the layer recursion").
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
-from . import blas, multi_index, workspace
-from .blas import PLAIN
+from . import multi_index, workspace
 from .kernels import Kernels, call_kernel
 
 def push(weights, biases, kernels: Kernels, points, order, variables, dtype, stack=None, wide=None):
@@ -76,7 +74,9 @@ def _affine(series, weight, bias, dtype, name):
     weight = np.asarray(weight, dtype=dtype)
     points, columns, width = series.shape
     out = workspace.array(name, (points, columns, weight.shape[0]), dtype)
-    np.matmul(series.reshape(points * columns, width), weight.T, out=out.reshape(points * columns, -1))
+    # One column (the values alone) may be a strided view: as rows it needs no copy.
+    flat = series[:, 0, :] if columns == 1 else series.reshape(points * columns, width)
+    np.matmul(flat, weight.T, out=out.reshape(points * columns, -1))
     out[:, 0, :] += np.asarray(bias, dtype=dtype)
     return out
 
@@ -107,61 +107,36 @@ def _values(series, module, target=None, keep=True):
     return np.ascontiguousarray(by_order) if keep else None
 
 
-def between_weights(weights, dtype) -> np.ndarray:
-    """The weights between consecutive hidden layers, W(2) .. W(L), in `dtype`, flat, one after
-    the other (what output_propagators and the compiled contractions read). Built once per
-    request."""
-    between = [np.asarray(w, dtype=dtype).reshape(-1) for w in weights[1:-1]]
-    return np.concatenate(between) if between else np.zeros(0, dtype=dtype)
+def between_weights(weights, dtype) -> tuple[np.ndarray, list]:
+    """The weights between consecutive hidden layers, W(2) .. W(L), in `dtype`: flat, one after
+    the other (what the compiled Hessian kernel reads), and as matrices (views of the flat
+    array). Built once per request."""
+    between = [np.asarray(w, dtype=dtype) for w in weights[1:-1]]
+    flat = np.concatenate([w.reshape(-1) for w in between]) if between else np.zeros(0, dtype=dtype)
+    views, offset = [], 0
+    for w in between:
+        views.append(flat[offset:offset + w.size].reshape(w.shape))
+        offset += w.size
+    return flat, views
 
 
-def output_propagators(between, last, derivatives, bounds, propagators, scratch) -> None:
+def output_propagators(between, last, derivatives, bounds, propagators) -> None:
     """g(l) = d f / d a(l) of every hidden layer l and output, into propagators (outputs,
     points, all hidden neurons; layer l's columns bounds[l] .. bounds[l + 1] - 1), from the
-    derivatives side by side (points, D + 1, all hidden neurons; s' is m = 1), the flat weights
-    between the hidden layers (between_weights), the output weights `last` (C-contiguous) and
-    a blas.scratch pair.
+    derivatives side by side (points, D + 1, all hidden neurons; s' is m = 1), the matrices
+    between the hidden layers W(2) .. W(L) and the output weights `last`.
 
     g(L) of the last hidden layer is the output weights, the same at every point; below it,
-    g(l) = (g(l+1) s'(l+1)) W(l+1), one matrix product per layer for all outputs and points."""
+    g(l) = (g(l+1) s'(l+1)) W(l+1), one matrix product per layer for all outputs and points.
+    NumPy, not a compiled kernel: the products are BLAS's either way, and a kernel would add
+    its compile time to a cold first call."""
     dtype = propagators.dtype
-    outputs, points, neurons = propagators.shape
-    widest = max(bounds[l + 1] - bounds[l] for l in range(len(bounds) - 1))
-    scaled = workspace.array("propagators scaled", (outputs * points, widest), dtype)
-    _propagate(blas.gemm(dtype), *scratch, between, last, bounds, derivatives.reshape(-1, neurons), scaled,
-               propagators.reshape(-1, neurons), points)
-
-
-@njit(nogil=True, cache=True, error_model="numpy")
-def _propagate(gemm, ints, scalars, between, last, bounds, derivatives, scaled, propagators,
-               points):  # pragma: no cover - compiled
-    """output_propagators' backward pass: derivatives as rows p * (D + 1) + m, propagators and
-    scaled as rows o * points + p; between holds W(2) .. W(L) flat, one after the other."""
-    layers = bounds.shape[0] - 1
-    rows = propagators.shape[0]
-    orders = derivatives.shape[0] // points
-    wide = scaled.shape[1]
-    top = bounds[layers - 1]
-    for r in range(rows):
-        o = r // points
-        for b in range(bounds[layers] - top):
-            propagators[r, top + b] = last[o, b]
-    # W(l+1) (width_(l+1) x width_l) starts after the matrices of the layers below it.
-    offset = 0
-    for l in range(1, layers - 1):
-        offset += (bounds[l + 1] - bounds[l]) * (bounds[l] - bounds[l - 1])
-    for l in range(layers - 1, 0, -1):
-        c0 = bounds[l]
-        width = bounds[l + 1] - c0
-        below = bounds[l] - bounds[l - 1]
-        for r in range(rows):
-            slope = (r % points) * orders + 1
-            for b in range(width):
-                column = np.uint64(c0 + b)  # known >= 0: no wraparound test, so LLVM vectorises
-                scaled[r, b] = propagators[r, column] * derivatives[slope, column]
-        # propagators[:, layer l-1's columns] = scaled (rows x width) @ W(l+1) (width x below);
-        # column-major: C (below x rows, ld neurons) = W' (below x width) @ scaled' (width x rows).
-        blas.product(gemm, ints, scalars, PLAIN, PLAIN, below, rows, width, blas.at(between, offset), below,
-                     blas.at(scaled, 0), wide, blas.at(propagators, bounds[l - 1]), propagators.shape[1])
-        if l > 1:
-            offset -= below * (bounds[l - 1] - bounds[l - 2])
+    outputs, points, _ = propagators.shape
+    propagators[:, :, bounds[-2]:] = last[:, None, :]
+    for l in range(len(bounds) - 2, 0, -1):
+        above, below = slice(bounds[l], bounds[l + 1]), slice(bounds[l - 1], bounds[l])
+        scaled = workspace.array("propagators scaled", (outputs, points, bounds[l + 1] - bounds[l]), dtype)
+        np.multiply(propagators[:, :, above], derivatives[None, :, 1, above], out=scaled)
+        product = workspace.array("propagators product", (outputs * points, bounds[l] - bounds[l - 1]), dtype)
+        np.matmul(scaled.reshape(outputs * points, -1), between[l - 1], out=product)
+        propagators[:, :, below] = product.reshape(outputs, points, -1)

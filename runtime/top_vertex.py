@@ -128,7 +128,6 @@ class Prepared(typing.NamedTuple):
     kernels: Kernels
     contraction: Plan
     between: list        # W(l+1) between consecutive hidden layers, in the request's dtype
-    flat_between: np.ndarray  # the same, flat (push.between_weights)
     last: np.ndarray     # the output weights, C-contiguous
     bounds: np.ndarray   # (layers + 1,) the hidden layers' columns side by side
 
@@ -211,11 +210,10 @@ class TopVertexScheme:
         kernels = resolve_kernels(request.hidden_activations, None, pushed, derivative_order=order)
         if pushed > 1:
             multi_index.vertex_tables(request.n_vars, pushed)
-        flat_between = push.between_weights(request.weights, dtype)
         between = [np.asarray(w, dtype=dtype) for w in request.weights[1:-1]]
         last = np.ascontiguousarray(request.weights[-1], dtype=dtype)
         bounds = np.array([0, *itertools.accumulate(request.widths[:-1])], dtype=np.int64)
-        return Prepared(request, kernels, plan(request.n_vars, order), between, flat_between, last, bounds)
+        return Prepared(request, kernels, plan(request.n_vars, order), between, last, bounds)
 
     def expand(self, prepared: Prepared, points, out) -> None:
         """All coefficients up to K of a block of points into out (points, outputs, M)."""
@@ -228,8 +226,7 @@ class TopVertexScheme:
         lower, _ = push.push(request.weights, request.biases, prepared.kernels, points, pushed, request.variables,
                              dtype, stack=stack, wide=derivatives)
         propagators = workspace.array("propagators", (outputs, count, neurons), dtype)
-        push.output_propagators(prepared.flat_between, prepared.last, derivatives, prepared.bounds, propagators,
-                                blas.scratch(dtype))
+        push.output_propagators(prepared.between, prepared.last, derivatives, prepared.bounds, propagators)
         sizes = (multi_index.count_of_order(n, order - 1), multi_index.count_of_order(n, order))
         top = workspace.array("top", (outputs, count, sizes[1]), dtype)
         below = workspace.array("below", (outputs, count, sizes[0]), dtype)

@@ -39,13 +39,15 @@ def test_loaded_without_scipy_linalg_and_same_as_numbas_lookup():
 
 @pytest.mark.parametrize("transposed_a, transposed_b", [(False, False), (True, False), (False, True), (True, True)])
 def test_product_from_compiled_code_is_the_matrix_product(transposed_a, transposed_b):
-    # blas.product as the kernels call it: from compiled code, addresses and leading dimensions
-    # of sub-blocks of larger arrays, alpha = 1 and beta = 0, the result into the middle of C.
+    # blas.product as the kernels call it: from compiled code, addresses (blas.at) and leading
+    # dimensions of sub-blocks of larger arrays, alpha = 1 and beta = 0, the result into the middle of C.
     from numba import njit
 
     @njit
-    def call(gemm, ints, ints_at, alpha_at, beta_at, transa, transb, m, n, k, a, lda, b, ldb, c, ldc):
-        blas.product(gemm, ints, ints_at, alpha_at, beta_at, transa, transb, m, n, k, a, lda, b, ldb, c, ldc)
+    def call(gemm, transa, transb, m, n, k, a, a_at, lda, b, b_at, ldb, c, c_at, ldc):
+        ints, scalars = np.zeros(8, dtype=np.int32), np.zeros(2)
+        blas.product(gemm, ints, scalars, transa, transb, m, n, k, blas.at(a, a_at), lda, blas.at(b, b_at), ldb,
+                     blas.at(c, c_at), ldc)
 
     rng = np.random.default_rng(1)
     m, n, k = 4, 6, 5
@@ -61,13 +63,9 @@ def test_product_from_compiled_code_is_the_matrix_product(transposed_a, transpos
     op_a = a_cm if transposed_a else a_cm.T   # column-major op(A) = m x k
     op_b = b_cm if transposed_b else b_cm.T   # k x n
     expected = op_a @ op_b                    # column-major C, m x n: row-major (n, m) is its transpose
-    ints = np.zeros(8, dtype=np.int32)
-    scalars = np.array([1.0, 0.0])
-    item = 8
-    call(blas.gemm(np.float64), ints, ints.ctypes.data, scalars.ctypes.data, scalars.ctypes.data + item,
-         blas.TRANSPOSED if transposed_a else blas.PLAIN, blas.TRANSPOSED if transposed_b else blas.PLAIN, m, n, k,
-         a_big.ctypes.data + item * (1 * 11 + 2), 11, b_big.ctypes.data + item * (3 * 13 + 1), 13,
-         c_big.ctypes.data + item * (2 * 12 + 1), 12)
+    call(blas.gemm(np.float64), blas.TRANSPOSED if transposed_a else blas.PLAIN,
+         blas.TRANSPOSED if transposed_b else blas.PLAIN, m, n, k,
+         a_big, 1 * 11 + 2, 11, b_big, 3 * 13 + 1, 13, c_big, 2 * 12 + 1, 12)
     np.testing.assert_allclose(c_big[2:2 + n, 1:1 + m], expected.T, rtol=1e-14)
     untouched = np.ones(c_big.shape, dtype=bool)
     untouched[2:2 + n, 1:1 + m] = False
