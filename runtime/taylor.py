@@ -4,8 +4,9 @@ In: an `MLP`, expansion points x ((n_in,) or (batch, n_in)), an order K, and opt
 of input variables (`wrt`) or directions (`v`). Out: a `TaylorExpansion` (coefficients over
 graded multi-indices, dense derivative tensors on request, evaluation, SymPy export), the
 univariate series along directions, or the value of every diagram of one coefficient.
-Validation happens here, once, with errors that name the bad value; the numerics are in
-feynmlp.forward (kernels) and feynmlp.diagram_values (propagators and vertices).
+The inputs are validated here, once, with errors that name the bad value (the scheme's name
+where it is picked, feynmlp.schemes); the numerics are in feynmlp.multivariate (the schemes),
+feynmlp.directional and feynmlp.diagram_values (propagators and vertices).
 """
 from __future__ import annotations
 

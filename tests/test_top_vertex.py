@@ -130,7 +130,7 @@ def test_orders_3_and_4_wrt_a_subset(order):
 
 
 def test_schemes_agree_on_wider_networks():
-    """Both schemes of forward.multivariate_series against each other on a wider network with
+    """Both schemes of feynmlp.multivariate against each other on a wider network with
     several outputs (order 2 is feynmlp.hessian, 3 and 4 the contraction)."""
     rng = np.random.default_rng(5)
     weights, biases = random_layers(rng, (6, 9, 7, 8, 3), 0.7, 0.3)
