@@ -380,6 +380,15 @@ class MLP:
         return cls(weights, biases, activation=list(hidden), output_activation=output)
 
     @classmethod
+    def from_sklearn(cls, estimator: Any) -> "MLP":
+        """Build an MLP from a fitted scikit-learn MLPRegressor, binary MLPClassifier (its
+        output is predict_proba[:, 1]), or a Pipeline of StandardScaler / MinMaxScaler /
+        MaxAbsScaler steps ending in one, the scalers folded into the first layer. Live objects
+        only: a pickled estimator is never loaded (see feynmlp.sklearn_reader)."""
+        from .sklearn_reader import read_estimator
+        return read_estimator(estimator)
+
+    @classmethod
     def load(cls, path: Any) -> "MLP":
         """Read an MLP written by `save` (see `feynmlp.model_io.load`)."""
         from .model_io import load
