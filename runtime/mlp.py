@@ -389,6 +389,21 @@ class MLP:
         return read_estimator(estimator)
 
     @classmethod
+    def from_equinox(cls, model: Any) -> "MLP":
+        """Build an MLP from an equinox.nn.MLP, Linear, or Sequential of Linear and
+        Lambda(activation) layers (see feynmlp.jax_readers)."""
+        from .jax_readers import read_equinox
+        return read_equinox(model)
+
+    @classmethod
+    def from_flax(cls, model: Any, activation: Any = None, output_activation: Any = None) -> "MLP":
+        """Build an MLP from a Flax NNX module (nnx.Linear, nnx.Sequential of nnx.Linear and
+        activation functions), or from a linen parameter tree of Dense layers with the
+        activation given explicitly (see feynmlp.jax_readers)."""
+        from .jax_readers import read_flax
+        return read_flax(model, activation=activation, output_activation=output_activation)
+
+    @classmethod
     def load(cls, path: Any) -> "MLP":
         """Read an MLP written by `save` (see `feynmlp.model_io.load`)."""
         from .model_io import load
