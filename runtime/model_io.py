@@ -1,6 +1,6 @@
 """Model files: an MLP's arrays and architecture on disk, written atomically and read without pickle.
 
-(`load` also dispatches a foreign model file by its suffix, .onnx, to its reader module.)
+(`load` also dispatches a foreign model file by its suffix, .onnx or .keras, to its reader module.)
 
 In: an `MLP` and a path ending in .safetensors (preferred) or .npz, plus an optional free-form
 `record` dict (training hyper-parameters, provenance). Out: the file; and back, `load(path)`
@@ -430,7 +430,8 @@ def _read(path: str | os.PathLike) -> tuple[str, dict, dict[str, np.ndarray]]:
 
 
 # Files written by other programs, read by their own module (imported only when used).
-FOREIGN_SUFFIXES = {".onnx": ("feynmlp.onnx_reader", "read_onnx")}
+FOREIGN_SUFFIXES = {".onnx": ("feynmlp.onnx_reader", "read_onnx"),
+                    ".keras": ("feynmlp.keras_reader", "read_keras")}
 
 
 def _foreign_reader(path: str) -> Any:
@@ -461,7 +462,8 @@ def load(path: str | os.PathLike) -> MLP:
 
     Args:
         path: a .safetensors or .npz file written by feynmlp, or a model file of another
-            program read by its own reader: .onnx (feynmlp.onnx_reader; needs the [onnx] extra).
+            program read by its own reader: .onnx (feynmlp.onnx_reader; needs the [onnx] extra),
+            .keras (feynmlp.keras_reader; needs the [keras] extra).
 
     Returns:
         The MLP, with `.record` holding the record stored with it.
