@@ -1,6 +1,7 @@
 """Reading JAX networks as an `MLP`: Equinox modules and Flax (NNX modules, linen parameters).
 
-In (each read by its structure; no JAX function is called, nothing is traced):
+In (the library's own containers read by their structure; a module of the user's own class
+traced, see below):
 - `read_equinox(model)`: an `equinox.nn.MLP` (scan=False, vector input and output), an
   `equinox.nn.Linear`, or an `equinox.nn.Sequential` of `Linear` layers, `Lambda(activation)`
   layers, `Identity`, `Dropout` (read as in inference) and nested Sequentials or MLPs;
@@ -16,8 +17,11 @@ jax.nn.sigmoid, jax.nn.silu, jax.nn.softplus, jax.nn.gelu with approximate=False
 jnp.cos, jnp.exp, and the ReLU-like jax.nn.relu, jax.nn.leaky_relu (slope 0.01),
 jax.nn.hard_tanh, jax.nn.relu6), or a functools.partial of one with settings that match the
 registry. jax.nn.gelu's default is the tanh approximation, a different function from the
-exact GELU feynmlp expands, and is refused. A module with its own __call__ is refused: its
-layers' order is in code that is not read; write it as a Sequential.
+exact GELU feynmlp expands, and is refused.
+
+A module of the user's own class (an eqx.Module or nnx.Module with its own __call__) is read
+through its jaxpr instead (feynmlp.jax_trace); a custom module nested inside a Sequential is
+refused, naming it.
 
 JAX, Equinox and Flax are imported only inside these functions.
 """
@@ -150,12 +154,29 @@ def _equinox_steps(module: Any, where: str, steps: list[Any]) -> None:
         "(a module with its own __call__: write its layers as an eqx.nn.Sequential)")
 
 
+def _EQUINOX_STRUCTURAL() -> tuple[type, ...]:
+    import equinox as eqx
+    return (eqx.nn.Linear, eqx.nn.MLP, eqx.nn.Sequential, eqx.nn.Lambda, eqx.nn.Identity, eqx.nn.Dropout)
+
+
 def read_equinox(model: Any) -> Any:
     """The MLP of an Equinox model (see the module docstring)."""
     try:
         import equinox  # noqa: F401
     except ImportError:
         raise FeynmlpError("from_equinox needs equinox: pip install 'feynmlp[jax]'") from None
+    import equinox as eqx
+    import jax
+
+    if isinstance(model, eqx.Module) and type(model) not in _EQUINOX_STRUCTURAL() and callable(model):
+        # The user's own module: its __call__ says what it computes, read through its jaxpr.
+        from .jax_trace import read_traced
+        layers = jax.tree_util.tree_leaves(model, is_leaf=lambda leaf: isinstance(leaf, eqx.nn.Linear))
+        widths = [leaf.in_features for leaf in layers
+                  if isinstance(leaf, eqx.nn.Linear) and isinstance(leaf.in_features, int)]
+        mlp = read_traced(model, widths, "Equinox")
+        mlp.record = {"source": "equinox", "model": type(model).__name__}
+        return mlp
     steps: list[Any] = []
     _equinox_steps(model, type(model).__name__, steps)
     mlp = build_mlp(steps, f"the Equinox {type(model).__name__}")
@@ -253,6 +274,13 @@ def read_flax(model: Any, activation: Any = None, output_activation: Any = None)
         if activation is not None or output_activation is not None:
             raise FeynmlpError("from_flax: an NNX module carries its activations; pass activation only with "
                                "a linen parameter tree")
+        if type(model) not in (nnx.Linear, nnx.Sequential, nnx.Dropout) and callable(model):
+            # The user's own module: read through its jaxpr.
+            from .jax_trace import read_traced
+            widths = [node.in_features for _, node in nnx.iter_graph(model) if isinstance(node, nnx.Linear)]
+            mlp = read_traced(model, widths, "Flax")
+            mlp.record = {"source": "flax", "model": type(model).__name__}
+            return mlp
         steps: list[Any] = []
         _nnx_steps(model, type(model).__name__, steps)
         source = f"the Flax {type(model).__name__}"

@@ -93,19 +93,67 @@ def test_relu_network_is_first_order():
     _check(mlp, model, order=1)
 
 
-class Custom(eqx.Module):
+class Scaled(eqx.Module):
+    """A module with its own __call__: read through its jaxpr (feynmlp.jax_trace)."""
+
+    a: eqx.nn.Linear
+    b: eqx.nn.Linear
+    c: eqx.nn.Linear
+    mean: jax.Array
+
+    def __call__(self, x):
+        x = (x - self.mean) / 2.0
+        h = jax.nn.silu(self.a(x))
+        h = jax.nn.gelu(self.b(h), approximate=False)  # written out with erfc: an elementwise region
+        return jax.nn.sigmoid(self.c(h) * 3.0 + 1.0)
+
+
+def test_equinox_module_with_its_own_call():
+    model = Scaled(eqx.nn.Linear(3, 4, dtype=F64, key=KEYS[1]), eqx.nn.Linear(4, 4, dtype=F64, key=KEYS[2]),
+                   eqx.nn.Linear(4, 2, dtype=F64, key=KEYS[3]), jnp.array([0.5, -1.0, 2.0]))
+    mlp = MLP.from_equinox(model)
+    assert mlp.hidden_activations == ["silu", "gelu"] and mlp.output_activation == "sigmoid"
+    _check(mlp, model)
+
+
+class OwnNNX(nnx.Module):
+    def __init__(self):
+        self.first = nnx.Linear(3, 5, param_dtype=F64, rngs=nnx.Rngs(3))
+        self.last = nnx.Linear(5, 1, param_dtype=F64, rngs=nnx.Rngs(4))
+
+    def __call__(self, x):
+        return self.last(jax.nn.softplus(self.first(x)))
+
+
+def test_nnx_module_with_its_own_call():
+    model = OwnNNX()
+    mlp = MLP.from_flax(model)
+    assert mlp.hidden_activations == ["softplus"]
+    _check(mlp, model)
+
+
+class Residual(eqx.Module):
     layer: eqx.nn.Linear
 
     def __call__(self, x):
-        return jnp.tanh(self.layer(x))
+        return x + jnp.tanh(self.layer(x))
 
 
-class CustomNNX(nnx.Module):
-    def __init__(self):
-        self.layer = nnx.Linear(3, 1, rngs=nnx.Rngs(0))
+class TanhGelu(Residual):
+    def __call__(self, x):
+        return jax.nn.gelu(self.layer(x))
+
+
+class Leaky(Residual):
+    def __call__(self, x):
+        return jax.nn.leaky_relu(self.layer(x), 0.2)
+
+
+class NoLinear(eqx.Module):
+    scale: jax.Array
 
     def __call__(self, x):
-        return self.layer(x)
+        return x * self.scale
 
 
 def _linen_params(kernel):
@@ -120,9 +168,13 @@ REFUSED = [
         eqx.nn.Linear(3, 1, key=KEYS[7])])), ["Sequential.layers[1]", "negative_slope=0.2"]),
     ("unknown activation", lambda: MLP.from_equinox(eqx.nn.MLP(3, 1, 4, 1, activation=jax.nn.elu, key=KEYS[6])),
      ["MLP activation", "not one feynmlp knows"]),
-    ("custom equinox", lambda: MLP.from_equinox(Custom(eqx.nn.Linear(3, 1, key=KEYS[6]))),
-     ["Custom", "eqx.nn.Sequential"]),
-    ("custom nnx", lambda: MLP.from_flax(CustomNNX()), ["CustomNNX", "nnx.Sequential"]),
+    ("residual", lambda: MLP.from_equinox(Residual(eqx.nn.Linear(3, 3, key=KEYS[6]))),
+     ["Equinox module Residual", "operation add at test_jax_readers.py", "residual"]),
+    ("traced tanh gelu", lambda: MLP.from_equinox(TanhGelu(eqx.nn.Linear(3, 3, key=KEYS[6]))),
+     ["Equinox module TanhGelu", "test_jax_readers.py", "none of the registry's activations"]),
+    ("traced leaky slope", lambda: MLP.from_equinox(Leaky(eqx.nn.Linear(3, 3, key=KEYS[6]))),
+     ["Equinox module Leaky", "none of the registry's activations"]),
+    ("no linear", lambda: MLP.from_equinox(NoLinear(jnp.ones(3))), ["NoLinear", "no Linear layer"]),
     ("linen without activation", lambda: MLP.from_flax(_linen_params(jnp.ones((3, 2)))), ["activation='tanh'"]),
     ("linen module", lambda: MLP.from_flax(linen.Dense(3), activation="tanh"), ["linen module Dense", "parameter tree"]),
     ("integer kernel", lambda: MLP.from_flax(_linen_params(jnp.ones((3, 2), dtype=jnp.int32)), activation="tanh"),
