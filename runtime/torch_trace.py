@@ -192,7 +192,8 @@ class _Interpreter:
                 raise self.refuse(node, f"returns {short_repr(result)}, not the value computed from the "
                                         "input by the chain of layers; forward must return one tensor")
             return
-        inputs = [a for a in list(node.args) + list(node.kwargs.values()) if self.is_input(a)]
+        # all_input_nodes also finds nodes inside list arguments (torch.cat([x, h])).
+        inputs = [a for a in node.all_input_nodes if self.is_input(a)]
         if not inputs:
             self.fold_constants(node)
             return

@@ -190,6 +190,11 @@ class TanhGelu(Residual):
         return F.gelu(self.a(x), approximate="tanh")
 
 
+class Concatenated(Residual):
+    def forward(self, x):
+        return self.a(torch.cat([x, x], dim=1)[:, :3])
+
+
 class NoLinear(Residual):
     def forward(self, x):
         return x
@@ -208,6 +213,7 @@ REFUSED = [
     (Mismatch, FeynmlpError, ["node b", "expects 4 inputs", "outputs 3", "do not chain"]),
     (WrongScaler, FeynmlpError, ["node sub", "shape (5,)", "3 features"]),
     (TanhGelu, UnsupportedActivationError, ["node gelu", "approximate='tanh'"]),
+    (Concatenated, FeynmlpError, ["node cat", "torch.cat([x, x], dim=1)", "does not read"]),
     (NoLinear, FeynmlpError, ["module NoLinear", "no Linear", "nn.Sequential"]),
 ]
 
