@@ -23,6 +23,8 @@ _COMMANDS = (
      "print or write the Feynman-like rules (propagators, vertices, every diagram) of one order"),
     ("born", "feynmlp.born.cli",
      "S-wave scattering lengths and Born series of step potentials (data sets, experiments)"),
+    ("convert", "feynmlp.convert",
+     "read an ONNX or Keras model file and write it as a feynmlp .safetensors file, printing its layers"),
 )
 
 _DESCRIPTION = """\
@@ -33,7 +35,7 @@ feynmlp derives the coefficients from Feynman-like rules (propagators = products
 and first activation derivatives, vertices = higher activation derivatives), generates
 specialised Numba kernels for each order and activation, and evaluates them on real networks.
 Python users import `feynmlp` (see `feynmlp.taylor`); this command line generates kernels,
-shows the rules, and runs the Born-series experiments. Run `feynmlp COMMAND --help` for each.
+shows the rules, runs the Born-series experiments, and converts model files of other programs. Run `feynmlp COMMAND --help` for each.
 """
 
 

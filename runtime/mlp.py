@@ -2,7 +2,8 @@
 
 In: weight matrices W(l) of shape (n_l, n_{l-1}) (as torch.nn.Linear stores them), bias
 vectors b(l), and the activations (built-in names, or SymPy expressions in one symbol for a
-custom activation); or a torch.nn.Sequential via `MLP.from_torch`; or a file via `MLP.load`.
+custom activation); or a torch module via `MLP.from_torch` (a Sequential, or a module traced
+by feynmlp.torch_trace); or a file via `MLP.load`.
 Out: an `MLP` that validates all of it once, exposes the architecture (`layer_sizes`,
 `hidden_activations`, `output_activation`, ...) to the Taylor-coefficient code, and evaluates
 the network with NumPy (`mlp(x)`) so that results can be checked against a plain forward pass.
@@ -258,8 +259,18 @@ class MLP:
 
     @classmethod
     def from_torch(cls, module: Any) -> "MLP":
-        """Build an MLP from a torch.nn.Sequential of Linear layers and activations.
+        """Build an MLP from a torch.nn.Sequential of Linear layers and activations, or from
+        any module of the user's own class whose forward computes an MLP.
 
+        A module of the user's own class (not one of torch.nn's) is traced with torch.fx and
+        read node by node (feynmlp.torch_trace): Linear modules or F.linear, the activations
+        below as modules or functions (torch.tanh, F.softplus, x.sigmoid(), torch.sin, ...),
+        Identity, Dropout, Flatten, and + - * / by constant tensors next to a Linear layer,
+        folded into it (an input scaler (x - mean) / std, an output scaling y * s + m). Any
+        other node (a residual add, a norm layer, a second input, a branch on the input) is
+        refused, naming the node and its line in forward.
+
+        A Sequential is read layer by layer, as follows.
         Nested Sequentials are flattened. The model is read as in evaluation mode: Dropout
         (and AlphaDropout) layers are skipped, as are Identity and the default Flatten
         (start_dim=1, which leaves a (batch, n) input unchanged). Weights are copied to
@@ -288,6 +299,10 @@ class MLP:
 
         if isinstance(module, nn.Linear):
             module = nn.Sequential(module)
+        if isinstance(module, nn.Module) and not type(module).__module__.startswith("torch."):
+            # The user's own module: its forward says what it computes, read through torch.fx.
+            from .torch_trace import read_module
+            return read_module(module)
         if not isinstance(module, nn.Sequential):
             raise FeynmlpError(_not_a_sequential(module))
 
@@ -363,6 +378,30 @@ class MLP:
                 f"the Sequential {_short_repr(module)} contains no Linear layer; an MLP needs at least one")
         output = pending[2] if pending is not None else None
         return cls(weights, biases, activation=list(hidden), output_activation=output)
+
+    @classmethod
+    def from_sklearn(cls, estimator: Any) -> "MLP":
+        """Build an MLP from a fitted scikit-learn MLPRegressor, binary MLPClassifier (its
+        output is predict_proba[:, 1]), or a Pipeline of StandardScaler / MinMaxScaler /
+        MaxAbsScaler steps ending in one, the scalers folded into the first layer. Live objects
+        only: a pickled estimator is never loaded (see feynmlp.sklearn_reader)."""
+        from .sklearn_reader import read_estimator
+        return read_estimator(estimator)
+
+    @classmethod
+    def from_equinox(cls, model: Any) -> "MLP":
+        """Build an MLP from an equinox.nn.MLP, Linear, or Sequential of Linear and
+        Lambda(activation) layers (see feynmlp.jax_readers)."""
+        from .jax_readers import read_equinox
+        return read_equinox(model)
+
+    @classmethod
+    def from_flax(cls, model: Any, activation: Any = None, output_activation: Any = None) -> "MLP":
+        """Build an MLP from a Flax NNX module (nnx.Linear, nnx.Sequential of nnx.Linear and
+        activation functions), or from a linen parameter tree of Dense layers with the
+        activation given explicitly (see feynmlp.jax_readers)."""
+        from .jax_readers import read_flax
+        return read_flax(model, activation=activation, output_activation=output_activation)
 
     @classmethod
     def load(cls, path: Any) -> "MLP":
@@ -457,7 +496,8 @@ def _not_a_sequential(module: Any) -> str:
     import torch
     from torch import nn
 
-    expects = "from_torch expects a torch.nn.Sequential of Linear layers and activations"
+    expects = ("from_torch expects a torch.nn.Sequential of Linear layers and activations, or a module "
+               "of your own whose forward is one")
     alternative = "or build feynmlp.MLP(weights, biases, activation=...) from the arrays"
     kind = type(module).__name__
     if isinstance(module, Mapping):

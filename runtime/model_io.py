@@ -1,5 +1,7 @@
 """Model files: an MLP's arrays and architecture on disk, written atomically and read without pickle.
 
+(`load` also dispatches a foreign model file by its suffix, .onnx or .keras, to its reader module.)
+
 In: an `MLP` and a path ending in .safetensors (preferred) or .npz, plus an optional free-form
 `record` dict (training hyper-parameters, provenance). Out: the file; and back, `load(path)`
 gives the MLP (with `.record` set) or a `ModelFileError` that names the path, what is wrong and
@@ -427,6 +429,22 @@ def _read(path: str | os.PathLike) -> tuple[str, dict, dict[str, np.ndarray]]:
     return path, document, arrays
 
 
+# Files written by other programs, read by their own module (imported only when used).
+FOREIGN_SUFFIXES = {".onnx": ("feynmlp.onnx_reader", "read_onnx"),
+                    ".keras": ("feynmlp.keras_reader", "read_keras")}
+
+
+def _foreign_reader(path: str) -> Any:
+    """The reader of a model file written by another program, chosen by suffix, or None."""
+    import importlib
+
+    lowered = path.lower()
+    for suffix, (module, function) in FOREIGN_SUFFIXES.items():
+        if lowered.endswith(suffix):
+            return getattr(importlib.import_module(module), function)
+    return None
+
+
 def read_metadata(path: str | os.PathLike) -> dict:
     """The JSON document stored beside the arrays (architecture, activations, record).
 
@@ -443,7 +461,9 @@ def load(path: str | os.PathLike) -> MLP:
     """Read an MLP written by `save` (or `MLP.save`).
 
     Args:
-        path: a .safetensors or .npz file.
+        path: a .safetensors or .npz file written by feynmlp, or a model file of another
+            program read by its own reader: .onnx (feynmlp.onnx_reader; needs the [onnx] extra),
+            .keras (feynmlp.keras_reader; needs the [keras] extra).
 
     Returns:
         The MLP, with `.record` holding the record stored with it.
@@ -454,6 +474,9 @@ def load(path: str | os.PathLike) -> MLP:
             that disagree with the recorded architecture, non-finite weights, or a custom
             activation the whitelist parser refuses. The message names the path.
     """
+    reader = _foreign_reader(os.fspath(path))
+    if reader is not None:
+        return reader(path)
     path, document, arrays = _read(path)
     try:
         return _build(path, document, arrays)
