@@ -42,6 +42,10 @@ its Born terms a_1 .. a_K (exact, closed form), then write one .npz file:
   U (size, N) step values;  a (size,);  born (size, K), born[:, k-1] = a_k;
   family (size,) the family of each row;  metadata_json (uint8 bytes of a JSON object:
   grid, R, seed, distribution, feynmlp version, ...).
+With --energies K1,K2,... (wave numbers k >= 0 in the inverse length unit of --range; the
+energy is k^2 in units hbar = 2 mu = 1) it also stores, for E wave numbers:
+  k (E,);  a_k (size, E), a(k) = -tan(delta(k))/k (a where k = 0);
+  born_k (size, E, K), born_k[:, e, j-1] = a_j(k_e), the Born terms of a(k).
 Load it with feynmlp.born.load_dataset(path), or with np.load(path, allow_pickle=False).
 
 Conventions: hbar = 2 mu = 1, so U = 2 mu V / hbar^2 (1/length^2); R and a share one length
@@ -96,8 +100,29 @@ def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default 10; 0 or a negative value disables the cut)")
     parser.add_argument("--order", type=int, default=3, metavar="K",
                         help="highest Born term a_K to store (default 3)")
+    parser.add_argument("--energies", default=None, metavar="K1,K2,...",
+                        help="comma-separated wave numbers k >= 0 (1/length, energy k^2) at which "
+                             "to add a(k) = -tan(delta)/k and its Born terms (arrays k, a_k, born_k)")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar (it is shown on stderr only when that is a terminal)")
+
+
+def _parse_energies(text):
+    """--energies K1,K2,... as a list of floats (checked further by the data set)."""
+    from feynmlp.errors import FeynmlpError
+
+    if text is None:
+        return None
+    values = []
+    for item in text.split(","):
+        item = item.strip()
+        try:
+            values.append(float(item))
+        except ValueError:
+            raise FeynmlpError(
+                f"--energies must be comma-separated numbers k >= 0, got {item!r} in {text!r}; "
+                "e.g. --energies 0.5,1,2") from None
+    return values
 
 
 def _run_dataset(args: argparse.Namespace) -> int:
@@ -107,14 +132,16 @@ def _run_dataset(args: argparse.Namespace) -> int:
     if families is not None:
         families = [f.strip() for f in families.split(",") if f.strip()]
     a_max = args.a_max if args.a_max > 0 else None
+    energies = _parse_energies(args.energies)
     start = time.perf_counter()
     path = write_dataset(
         args.out, args.size, grid=args.grid, R=args.R, seed=args.seed, families=families,
         depth_range=(args.depth_min, args.depth_max), repulsive=args.repulsive,
         shallow=not args.allow_bound, a_max=a_max, order=args.order,
-        progress=not args.no_progress)
+        progress=not args.no_progress, energies=energies)
+    at_k = "" if energies is None else f", and a(k) with its Born terms at {len(energies)} k"
     print(f"wrote {path}: {args.size} potentials x {args.grid} steps, exact a and Born terms "
-          f"a_1..a_{args.order} ({time.perf_counter() - start:.1f} s)")
+          f"a_1..a_{args.order}{at_k} ({time.perf_counter() - start:.1f} s)")
     return 0
 
 

@@ -502,9 +502,10 @@ def effective_range(U, R: float = 1.0):
         zero = q == 0
         if zero.any():
             row = start + int(np.flatnonzero(zero)[0])
-            index = np.unravel_index(row, lead) if lead else ()
+            where = (f"the potential at index {tuple(int(i) for i in np.unravel_index(row, lead))}"
+                     if lead else "the potential")
             raise FeynmlpError(
-                f"the potential at index {tuple(int(i) for i in index)} has scattering length "
+                f"{where} has scattering length "
                 f"a = 0 (max |U| = {np.abs(flat[row]).max()!r}), so its effective range "
                 "r_e = 2 rho / a^2 is infinite; use shape_parameter(U, R) for rho = a^2 r_e / 2, "
                 "or drop that potential")
