@@ -16,6 +16,7 @@ In: step potentials U of shape (..., N) (U_n on [(n-1) R/N, n R/N), zero beyond 
   into the saved networks (training.py; needs the `train` extra);
 - PRESETS / run_iterations / combine: the iterative network perturbation theory
   (perturbation.py); reproduce: the whole experiment with its report (report.py);
+  reproduce_energy / ENERGY_PRESETS: the same on inputs (U, k^2) for a(k) (energy_reproduce.py);
 - the `feynmlp born` command line (cli.py).
 
 Names are loaded on first use, so that `import feynmlp.born.cli` (run by every `feynmlp`
@@ -56,6 +57,8 @@ _EXPORTS = {
     "run_iterations": "perturbation",
     "combine": "perturbation",
     "reproduce": "report",
+    "reproduce_energy": "energy_reproduce",
+    "ENERGY_PRESETS": "energy_reproduce",
 }
 
 __all__ = sorted(_EXPORTS)
