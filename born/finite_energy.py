@@ -506,7 +506,7 @@ def effective_range(U, R: float = 1.0):
                      if lead else "the potential")
             raise FeynmlpError(
                 f"{where} has scattering length "
-                f"a = 0 (max |U| = {np.abs(flat[row]).max()!r}), so its effective range "
+                f"a = 0 (max |U| = {float(np.abs(flat[row]).max())!r}), so its effective range "
                 "r_e = 2 rho / a^2 is infinite; use shape_parameter(U, R) for rho = a^2 r_e / 2, "
                 "or drop that potential")
         parts.append(-2.0 * (dq * p - q * dp) / (q * q))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import feynmlp
-from feynmlp.born import born_kernels, born_terms
+from feynmlp.born import born_kernels, born_terms, scattering_length
 from feynmlp.born.energy_reproduce import ENERGY_PRESETS, energy_targets, energy_training_data
 from feynmlp.born.potentials import sample_potentials_with_a
 from feynmlp.cli import main
@@ -92,6 +92,9 @@ def test_learned_born_terms_and_rho1_from_the_saved_models(energy_run):
         row = metrics["born_median_rel_err_k"][str(float(k))]
         assert row["1"] == pytest.approx(np.median(np.abs(a1 - exact[:, 0]) / np.abs(exact[:, 0])), rel=1e-4)
         assert row["2"] == pytest.approx(np.median(np.abs(a2 - exact[:, 1]) / np.abs(exact[:, 1])), rel=1e-3)
+        a_net, a_k = g(f1, 1.0), scattering_length(test_U, R, k)
+        assert metrics["f1_vs_exact_median_rel_k"][str(float(k))] == pytest.approx(
+            np.median(np.abs(a_net - a_k) / np.abs(a_k)), rel=1e-9)
     # rho_1: d^2 f1 / d(k^2) dU_n at (0, 0) by central differences in both, applied to U
     h, s = 1e-4, 1e-4
     kernel = np.empty(N)
@@ -122,7 +125,6 @@ def test_second_iteration_subtracts_the_linear_polynomial_in_U_at_fixed_k(energy
 
 
 def test_energy_training_data_labels_are_exact():
-    from feynmlp.born import scattering_length
     N, R = 6, 1.3
     X, depth, a_k = energy_training_data(80, N, R, seed=3, depth_range=(0.01, 1.0), kR_max=2.0)
     k = np.sqrt(X[:, -1])
