@@ -76,8 +76,8 @@ def make_dataset(size, grid=64, R=1.0, seed=0, families=None, depth_range=None, 
 
     Returns:
         (arrays, metadata): arrays is a dict with U, a, born, family (and k, a_k, born_k with
-        energies; see the module docstring); metadata is a JSON-serialisable dict (grid, R, seed, the distribution,
-        the feynmlp version, ...).
+        energies; see the module docstring); metadata is a JSON-serialisable dict (grid, R,
+        seed, the distribution, the feynmlp version, ...).
 
     Raises:
         FeynmlpError: a bad argument (checked before any work is done).
