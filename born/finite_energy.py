@@ -72,6 +72,11 @@ _TERMS = 18
 # 1/(2i)!, so 26 terms are below 1e-50.
 _Z0_TERMS = 26
 _MAX_TENSOR_BYTES = 2 * 1024 ** 3
+# Most sub-steps one potential is split into (k R <= this, whatever N): beyond it the step loop
+# alone would take minutes per potential.
+_MAX_SUBSTEPS = 1 << 15
+# Values per array of one block (rows x sub-steps), so memory stays flat however fine the split.
+_BLOCK_VALUES = _BLOCK * 64
 
 
 def check_wave_numbers(k, name: str = "k") -> np.ndarray:
@@ -331,6 +336,16 @@ def _series_inverse(p, order):
 
 # --- refinement and blocks -------------------------------------------------------------------
 
+def _check_substeps(N, kappa_max, R):
+    s = max(1, math.ceil(kappa_max / _KAPPA_MAX))
+    if N * s > _MAX_SUBSTEPS:
+        raise FeynmlpError(
+            f"k = {kappa_max * N / R!r} is too large: k R = {kappa_max * N:.3g} needs {N * s} "
+            f"sub-steps of k Delta <= 1, more than the {_MAX_SUBSTEPS} supported; use k R <= "
+            f"{_MAX_SUBSTEPS * _KAPPA_MAX:.0f}")
+    return s
+
+
 def _groups(kappa):
     """Rows grouped by their sub-step count s = ceil(kappa / _KAPPA_MAX) (>= 1)."""
     s = np.maximum(1, np.ceil(kappa / _KAPPA_MAX)).astype(np.int64)
@@ -344,11 +359,13 @@ def _run(Uf, kf, R, block_fn):
     N = Uf.shape[1]
     delta = R / N
     kappa = kf * delta
+    _check_substeps(N, float(kappa.max()) if kappa.size else 0.0, R)
     out = []
     for s, rows in _groups(kappa):
         d = delta / s
-        for start in range(0, rows.size, _BLOCK):
-            idx = rows[start:start + _BLOCK]
+        block = max(1, min(_BLOCK, _BLOCK_VALUES // (N * s)))
+        for start in range(0, rows.size, block):
+            idx = rows[start:start + block]
             u = Uf[idx] * (d * d)
             if s > 1:
                 u = np.repeat(u, s, axis=1)
@@ -558,12 +575,14 @@ def born_kernels_at(N: int, R: float = 1.0, order: int = 2, k: float = 0.0):
             f"born_kernels builds derivative tensors up to order 3, got order={order}; for higher "
             "orders along given potentials use born_terms(U, order, R, k=k)")
     delta = R / N
-    s = max(1, math.ceil(kk * delta / _KAPPA_MAX))
+    s = _check_substeps(N, kk * delta, R)
     Nf = N * s
-    if order == 3 and 6 * 8 * Nf ** 3 > _MAX_TENSOR_BYTES:
+    needed = 8 * 8 * Nf ** 3 if order == 3 else 8 * 8 * Nf ** 2
+    if needed > _MAX_TENSOR_BYTES:
         raise ResourceLimitError(
-            f"the third-order kernel at k = {kk} needs {6 * 8 * Nf ** 3 / 1024 ** 3:.1f} GiB "
-            f"({Nf} sub-steps); use a coarser grid or born_terms along the directions you need")
+            f"the order-{order} kernel at k = {kk} needs {needed / 1024 ** 3:.1f} GiB ({Nf} "
+            f"sub-steps of k Delta <= 1); use a coarser grid, a smaller k, or born_terms along the "
+            "directions you need")
     d = delta / s
     kappa = kk * d
     coefs = _shifted_coefficients(np.float64(-kappa * kappa), order)

@@ -149,6 +149,7 @@ def test_vectorised_over_potentials_and_k():
     (float("inf"), "non-finite"),
     (np.ones(4), "does not broadcast"),
     ("x", "could not convert"),
+    (1e7, "too large"),
 ])
 def test_bad_wave_numbers(k, match):
     U = np.ones((3, 5))
@@ -258,6 +259,12 @@ def test_finite_k_kernels_against_born_terms_and_finite_differences(N, k):
     for perm in ((1, 0, 2), (0, 2, 1)):
         np.testing.assert_allclose(K.third, K.third.transpose(perm), rtol=1e-13,
                                    atol=1e-15 * np.abs(K.third).max())
+
+
+def test_kernels_that_would_not_fit_are_refused_before_allocation():
+    from feynmlp.errors import ResourceLimitError
+    with pytest.raises(ResourceLimitError, match="GiB"):
+        born_kernels(64, 1.0, 2, k=2e4)
 
 
 def test_finite_k_kernels_tend_to_zero_energy_kernels():
