@@ -3,10 +3,12 @@
 In: step potentials U of shape (..., N) (U_n on [(n-1) R/N, n R/N), zero beyond R; hbar =
 2 mu = 1, U < 0 attractive) and the range R. Out:
 
-- scattering_length(U, R): exact a (exact_scattering.py);
+- scattering_length(U, R, k=None): exact a, or a(k) = -tan(delta)/k (exact_scattering.py);
+- phase_shift(U, k, R), effective_range(U, R), shape_parameter(U, R) (rho = a^2 r_e / 2),
+  shape_terms(U, order, R) (Born terms of rho) (finite_energy.py);
 - bound_state_count / has_bound_state / is_shallow(U, R): bound states (exact_scattering.py);
-- born_terms(U, order, R): exact Born terms a_1 .. a_order; born_kernels(N, R, order): the
-  derivatives of a at U = 0 (born_series.py);
+- born_terms(U, order, R, k=None): exact Born terms a_1 .. a_order (of a(k) if k is given);
+  born_kernels(N, R, order, k=None): the derivatives of a (a(k)) at U = 0 (born_series.py);
 - sample_potentials(n, grid, R, seed, ...): random shallow ensembles (potentials.py);
 - make_dataset / write_dataset / load_dataset: labelled .npz data sets (dataset.py);
 - potential_to_U / U_to_potential / reduced_mass: MeV and fm (units.py);
@@ -14,6 +16,7 @@ In: step potentials U of shape (..., N) (U_n on [(n-1) R/N, n R/N), zero beyond 
   into the saved networks (training.py; needs the `train` extra);
 - PRESETS / run_iterations / combine: the iterative network perturbation theory
   (perturbation.py); reproduce: the whole experiment with its report (report.py);
+  reproduce_energy / ENERGY_PRESETS: the same on inputs (U, k^2) for a(k) (energy_reproduce.py);
 - the `feynmlp born` command line (cli.py).
 
 Names are loaded on first use, so that `import feynmlp.born.cli` (run by every `feynmlp`
@@ -29,6 +32,10 @@ _EXPORTS = {
     "has_bound_state": "exact_scattering",
     "is_shallow": "exact_scattering",
     "scattering_length_and_bound_states": "exact_scattering",
+    "phase_shift": "finite_energy",
+    "effective_range": "finite_energy",
+    "shape_parameter": "finite_energy",
+    "shape_terms": "finite_energy",
     "born_terms": "born_series",
     "born_kernels": "born_series",
     "BornKernels": "born_series",
@@ -50,6 +57,8 @@ _EXPORTS = {
     "run_iterations": "perturbation",
     "combine": "perturbation",
     "reproduce": "report",
+    "reproduce_energy": "energy_reproduce",
+    "ENERGY_PRESETS": "energy_reproduce",
 }
 
 __all__ = sorted(_EXPORTS)

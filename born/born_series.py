@@ -94,13 +94,18 @@ def _born_block(z: np.ndarray, order: int) -> np.ndarray:
     return values.T
 
 
-def born_terms(U, order: int, R: float = 1.0) -> np.ndarray:
-    """The Born terms a_1 .. a_order of step potentials, exact in closed form.
+def born_terms(U, order: int, R: float = 1.0, k=None) -> np.ndarray:
+    """The Born terms a_1 .. a_order of step potentials (of a(k) if k is given), exact.
 
     Args:
         U: step values, shape (..., N), hbar = 2 mu = 1 (see `scattering_length`).
         order: the highest term K >= 1. The cost grows like K^3 per step.
         R: the range.
+        k: None or 0 for the Born terms of the scattering length; else wave numbers k >= 0
+            broadcasting with U.shape[:-1], for the Born terms a_j(k) of a(k) = -tan(delta)/k
+            (`feynmlp.born.finite_energy`; a_1(k) = int U sin^2(kr)/k^2 dr), which tend to
+            the zero-energy a_j as k -> 0. The result then has shape
+            broadcast(U.shape[:-1], k.shape) + (order,).
 
     Returns:
         Array of shape (..., order): [..., k-1] is a_k, the part of the scattering length of
@@ -111,6 +116,11 @@ def born_terms(U, order: int, R: float = 1.0) -> np.ndarray:
     Raises:
         FeynmlpError: bad U, order or R.
     """
+    if k is not None:
+        from .finite_energy import born_terms_at, check_wave_numbers
+        kk = check_wave_numbers(k)
+        if kk.ndim != 0 or kk != 0:
+            return born_terms_at(U, order, R, kk)
     U = check_potential(U)
     order = check_positive_int(order, "order")
     R = check_range(R)
@@ -126,7 +136,7 @@ def born_terms(U, order: int, R: float = 1.0) -> np.ndarray:
 
 @dataclass(frozen=True)
 class BornKernels:
-    """Derivatives of the scattering length at U = 0 on a grid of N steps over [0, R].
+    """Derivatives of the scattering length (or of a(k)) at U = 0 on N steps over [0, R].
 
     Attributes:
         N, R: the grid.
@@ -135,6 +145,8 @@ class BornKernels:
             a_2(U) = U @ second @ U / 2.
         third: shape (N, N, N) or None (order < 3): third[n, m, p] = d^3 a / dU_n dU_m dU_p,
             fully symmetric, so that a_3(U) = einsum('nmp,n,m,p', third, U, U, U) / 6.
+        k: the wave number the derivatives are taken at (0: the scattering length a; else
+            a(k) = -tan(delta(k))/k, whose first derivative is int_{step n} sin^2(kr)/k^2 dr).
 
     These are what the Taylor coefficients of a network trained on (U, a) must approach:
     the derivative tensors, not the Taylor coefficients (which carry 1/2 and 1/6, and merge
@@ -146,6 +158,7 @@ class BornKernels:
     first: np.ndarray
     second: np.ndarray | None
     third: np.ndarray | None
+    k: float = 0.0
 
     @property
     def K(self) -> np.ndarray:
@@ -195,13 +208,15 @@ def _g_coefficients(N: int) -> np.ndarray:
     return G
 
 
-def born_kernels(N: int, R: float = 1.0, order: int = 2) -> BornKernels:
+def born_kernels(N: int, R: float = 1.0, order: int = 2, k=None) -> BornKernels:
     """The derivatives of the scattering length at U = 0, exactly, on N steps over [0, R].
 
     Args:
         N: number of steps.
         R: the range.
         order: 1, 2 or 3; the highest derivative built (order 3 holds N^3 numbers).
+        k: None or 0 for the scattering length; else one wave number k > 0 for the
+            derivatives of a(k) (`feynmlp.born.finite_energy.born_kernels_at`).
 
     Returns:
         A `BornKernels` (first (N,), second (N, N) or None, third (N, N, N) or None).
@@ -210,6 +225,11 @@ def born_kernels(N: int, R: float = 1.0, order: int = 2) -> BornKernels:
         FeynmlpError: bad N, R or order (> 3: use `born_terms` for directional higher terms).
         ResourceLimitError: the third-order tensor would not fit in memory.
     """
+    if k is not None:
+        from .finite_energy import born_kernels_at, check_wave_numbers
+        kk = check_wave_numbers(k)
+        if kk.ndim != 0 or kk != 0:
+            return born_kernels_at(N, R, order, kk)
     N = check_positive_int(N, "N")
     R = check_range(R)
     order = check_positive_int(order, "order")

@@ -31,9 +31,12 @@ Conventions (as on the documentation page docs/born.md):
   Born terms a = a_1 + a_2 + ..., the Taylor series of a around U = 0; a_k has degree k in
              U (constant well: a_1 = -V0 R^3/3, a_2 = -2 V0^2 R^5/15, a_3 = -17 V0^3 R^7/315).
   shallow    no bound state; the data sets keep only shallow potentials by default.
+  a(k)       at energy k^2, u ~ sin(kr + delta) beyond R and a(k) = -tan(delta)/k, which tends
+             to a as k -> 0; a(k) = a + rho k^2 + ..., rho = a^2 r_e / 2 (docs/energy.md).
 
-Python API: feynmlp.born (scattering_length, born_terms, born_kernels, sample_potentials,
-make_dataset, load_dataset, ...). Run `feynmlp born SUBCOMMAND --help` for each subcommand.
+Python API: feynmlp.born (scattering_length, phase_shift, effective_range, born_terms,
+born_kernels, sample_potentials, make_dataset, load_dataset, ...). Run
+`feynmlp born SUBCOMMAND --help` for each subcommand.
 """
 
 _DATASET_DESCRIPTION = """\
@@ -42,6 +45,10 @@ its Born terms a_1 .. a_K (exact, closed form), then write one .npz file:
   U (size, N) step values;  a (size,);  born (size, K), born[:, k-1] = a_k;
   family (size,) the family of each row;  metadata_json (uint8 bytes of a JSON object:
   grid, R, seed, distribution, feynmlp version, ...).
+With --energies K1,K2,... (wave numbers k >= 0 in the inverse length unit of --range; the
+energy is k^2 in units hbar = 2 mu = 1) it also stores, for E wave numbers:
+  k (E,);  a_k (size, E), a(k) = -tan(delta(k))/k (a where k = 0);
+  born_k (size, E, K), born_k[:, e, j-1] = a_j(k_e), the Born terms of a(k).
 Load it with feynmlp.born.load_dataset(path), or with np.load(path, allow_pickle=False).
 
 Conventions: hbar = 2 mu = 1, so U = 2 mu V / hbar^2 (1/length^2); R and a share one length
@@ -96,8 +103,29 @@ def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default 10; 0 or a negative value disables the cut)")
     parser.add_argument("--order", type=int, default=3, metavar="K",
                         help="highest Born term a_K to store (default 3)")
+    parser.add_argument("--energies", default=None, metavar="K1,K2,...",
+                        help="comma-separated wave numbers k >= 0 (1/length, energy k^2) at which "
+                             "to add a(k) = -tan(delta)/k and its Born terms (arrays k, a_k, born_k)")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar (it is shown on stderr only when that is a terminal)")
+
+
+def _parse_energies(text):
+    """--energies K1,K2,... as a list of floats (checked further by the data set)."""
+    from feynmlp.errors import FeynmlpError
+
+    if text is None:
+        return None
+    values = []
+    for item in text.split(","):
+        item = item.strip()
+        try:
+            values.append(float(item))
+        except ValueError:
+            raise FeynmlpError(
+                f"--energies must be comma-separated numbers k >= 0, got {item!r} in {text!r}; "
+                "e.g. --energies 0.5,1,2") from None
+    return values
 
 
 def _run_dataset(args: argparse.Namespace) -> int:
@@ -107,14 +135,16 @@ def _run_dataset(args: argparse.Namespace) -> int:
     if families is not None:
         families = [f.strip() for f in families.split(",") if f.strip()]
     a_max = args.a_max if args.a_max > 0 else None
+    energies = _parse_energies(args.energies)
     start = time.perf_counter()
     path = write_dataset(
         args.out, args.size, grid=args.grid, R=args.R, seed=args.seed, families=families,
         depth_range=(args.depth_min, args.depth_max), repulsive=args.repulsive,
         shallow=not args.allow_bound, a_max=a_max, order=args.order,
-        progress=not args.no_progress)
+        progress=not args.no_progress, energies=energies)
+    at_k = "" if energies is None else f", and a(k) with its Born terms at {len(energies)} k"
     print(f"wrote {path}: {args.size} potentials x {args.grid} steps, exact a and Born terms "
-          f"a_1..a_{args.order} ({time.perf_counter() - start:.1f} s)")
+          f"a_1..a_{args.order}{at_k} ({time.perf_counter() - start:.1f} s)")
     return 0
 
 
@@ -137,6 +167,15 @@ earlier networks (f1's linear one, f2's quadratic one, ...); a_ML2(U) = d f1(0) 
 ensembles of 2 x 64; 3 minutes on one core), full (N = 64, 8/6/4-member ensembles of 2 x 64,
 40k potentials per iteration; 29 minutes on one core). Iterations 2 and 3 train on the
 independent-steps family only (see README.md).
+
+With --observable energy the networks take (U_1 .. U_N, k^2) (k^2 last, in the toolkit's
+units) and learn a(k) = -tan(delta(k))/k, with k R uniform in [0, 3] in the training data;
+the perturbation theory in U runs at fixed k (Taylor coefficients in the U inputs at
+(0, k^2)), and the mixed coefficient d^2 f1 / d(k^2) dU at (0, 0) gives rho_1 of
+a(k) = a + rho k^2 + ...; metrics.json then holds grid, R, k_values,
+born_median_rel_err_k {k: {"1", "2"}}, e1_k, e2_f2_k, rho1_median_rel_err, wall_seconds
+(docs/energy.md). Presets: tiny (seconds), quick (N = 64, 2 iterations, 2 members),
+full (N = 64, 6 / 4 members, 80k rows per iteration).
 """
 
 
@@ -147,6 +186,10 @@ def _add_reproduce_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output folder, created if missing (default ./born-reproduce)")
     parser.add_argument("--seed", type=int, default=None,
                         help="override the preset's seed (integer >= 0)")
+    parser.add_argument("--observable", choices=("scattering-length", "energy"),
+                        default="scattering-length",
+                        help="what the networks learn: the scattering length a(U) (default) or "
+                             "a(k) on inputs (U, k^2)")
     parser.add_argument("--subtract", choices=("network", "exact"), default=None,
                         help="what iteration k > 1 subtracts: the earlier networks' Taylor "
                              "polynomials (default) or the exact Born terms")
@@ -166,6 +209,8 @@ def _run_reproduce(args: argparse.Namespace) -> int:
     from .training import require_torch
 
     require_torch()
+    if args.observable == "energy":
+        return _run_energy_reproduce(args)
     preset = get_preset(args.preset)
     if args.seed is not None:
         if args.seed < 0:
@@ -184,6 +229,33 @@ def _run_reproduce(args: argparse.Namespace) -> int:
           f"e2(f1) = {metrics['e2_f1']:.3g}, e2(f2) = {metrics.get('e2_f2', float('nan')):.3g}, "
           "learned Born terms median rel. err " +
           ", ".join(f"a_{k}: {v:.3g}" for k, v in born.items()))
+    return 0
+
+
+def _run_energy_reproduce(args: argparse.Namespace) -> int:
+    from feynmlp.errors import FeynmlpError
+
+    from .energy_reproduce import get_energy_preset, reproduce_energy
+
+    if args.subtract is not None:
+        raise FeynmlpError("--subtract applies to --observable scattering-length only; the "
+                           "energy experiment subtracts the networks' own Taylor polynomials")
+    preset = get_energy_preset(args.preset)
+    if args.seed is not None:
+        if args.seed < 0:
+            raise FeynmlpError(f"--seed must be >= 0, got {args.seed}")
+        preset = preset.replace(seed=args.seed)
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    metrics = reproduce_energy(preset, args.out, progress=not args.no_progress, log=log)
+    parts = []
+    for key, row in metrics["born_median_rel_err_k"].items():
+        parts.append(f"k = {key}: " + ", ".join(f"a_{j} {v:.3g}" for j, v in row.items()))
+    print(f"wrote {args.out}/report.md, metrics.json, figures and models "
+          f"({metrics['wall_seconds']:.0f} s): learned Born terms median rel. err "
+          + "; ".join(parts) + f"; rho_1 {metrics['rho1_median_rel_err']:.3g}")
     return 0
 
 

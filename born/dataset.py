@@ -11,6 +11,10 @@ Arrays in the file:
     born       float64 (size, K)    Born terms: born[:, k-1] = a_k, of degree k in U
     family     str     (size,)      the ensemble family each row was drawn from
     metadata_json uint8 (bytes,)    UTF-8 JSON: grid, R, seed, distribution, version, ...
+With energies (wave numbers k_1 .. k_E, `feynmlp.born.finite_energy`), also:
+    k          float64 (E,)         the wave numbers (inverse length unit of R; E = k^2)
+    a_k        float64 (size, E)    a(k) = -tan(delta(k))/k (a itself where k = 0)
+    born_k     float64 (size, E, K) Born terms of a(k): born_k[:, e, j-1] = a_j(k_e)
 Only plain arrays are written (no pickled objects), so files are safe to load from anyone.
 """
 from __future__ import annotations
@@ -27,6 +31,7 @@ from feynmlp.files import atomic_writer, check_output_file
 
 from ._checks import check_positive_int
 from .born_series import born_terms
+from .exact_scattering import scattering_length
 from .potentials import (DEFAULT_A_MAX, DISTRIBUTION, FAMILIES, check_sampling_arguments,
                          sample_potentials_with_a)
 
@@ -35,6 +40,7 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "make_dataset", "write_dataset", "save_da
 FORMAT = "feynmlp.born.dataset"
 FORMAT_VERSION = 1
 _ARRAYS = ("U", "a", "born", "family")
+_ENERGY_ARRAYS = ("k", "a_k", "born_k")  # present only in data sets made with energies
 _LABEL_CHUNK = 8192  # rows per progress-bar update while computing Born terms
 
 _ARRAY_DOCS = {
@@ -43,6 +49,11 @@ _ARRAY_DOCS = {
     "a": "exact S-wave scattering length, shape (size,), length unit of R; a < 0 for weak attraction",
     "born": "Born terms, shape (size, order): born[:, k-1] = a_k, homogeneous of degree k in U",
     "family": "ensemble family of each row (see distribution)",
+    "k": "wave numbers k >= 0, shape (E,), inverse length unit of R (energy E = k^2 in units "
+         "hbar = 2 mu = 1)",
+    "a_k": "a(k) = -tan(delta(k))/k, shape (size, E), length unit of R; tends to a as k -> 0",
+    "born_k": "Born terms of a(k), shape (size, E, order): born_k[:, e, j-1] = a_j(k[e]), "
+              "homogeneous of degree j in U",
 }
 
 
@@ -52,7 +63,7 @@ def _version() -> str:
 
 
 def make_dataset(size, grid=64, R=1.0, seed=0, families=None, depth_range=None, repulsive=False,
-                 shallow=True, a_max=DEFAULT_A_MAX, order=3, progress=False):
+                 shallow=True, a_max=DEFAULT_A_MAX, order=3, progress=False, energies=None):
     """Draw `size` potentials and label them with a and the Born terms a_1 .. a_order.
 
     Args:
@@ -60,11 +71,13 @@ def make_dataset(size, grid=64, R=1.0, seed=0, families=None, depth_range=None, 
             `feynmlp.born.potentials.sample_potentials` (grid is the number of steps N).
         order: highest Born term (default 3).
         progress: show a tqdm progress bar on stderr (only when stderr is a terminal).
+        energies: None, or wave numbers k >= 0 (a sequence; inverse length unit of R) at which
+            to add a(k) and its Born terms a_1(k) .. a_order(k) (arrays k, a_k, born_k).
 
     Returns:
-        (arrays, metadata): arrays is a dict with U, a, born, family (see the module
-        docstring); metadata is a JSON-serialisable dict (grid, R, seed, the distribution,
-        the feynmlp version, ...).
+        (arrays, metadata): arrays is a dict with U, a, born, family (and k, a_k, born_k with
+        energies; see the module docstring); metadata is a JSON-serialisable dict (grid, R,
+        seed, the distribution, the feynmlp version, ...).
 
     Raises:
         FeynmlpError: a bad argument (checked before any work is done).
@@ -72,7 +85,9 @@ def make_dataset(size, grid=64, R=1.0, seed=0, families=None, depth_range=None, 
     size, grid, R, seed, weights, depth_range, a_max = check_sampling_arguments(
         size, grid, R, seed, families, depth_range, a_max)
     order = check_positive_int(order, "order (the highest Born term)")
-    bar = _progress_bar(progress, total=2 * size)
+    k = check_energies(energies)
+    steps = 2 if k is None else 2 + k.size
+    bar = _progress_bar(progress, total=steps * size)
     try:
         U, labels, a = sample_potentials_with_a(
             size, grid, R, seed, weights, depth_range, repulsive, shallow, a_max,
@@ -82,6 +97,15 @@ def make_dataset(size, grid=64, R=1.0, seed=0, families=None, depth_range=None, 
             stop = min(start + _LABEL_CHUNK, size)
             born[start:stop] = born_terms(U[start:stop], order, R)
             bar.update(stop - start)
+        if k is not None:
+            a_k = np.empty((size, k.size))
+            born_k = np.empty((size, k.size, order))
+            for start in range(0, size, _LABEL_CHUNK):
+                stop = min(start + _LABEL_CHUNK, size)
+                rows = U[start:stop, None, :]
+                a_k[start:stop] = scattering_length(rows, R, k)
+                born_k[start:stop] = born_terms(rows, order, R, k=k)
+                bar.update((stop - start) * k.size)
     finally:
         bar.close()
     metadata = {
@@ -103,9 +127,28 @@ def make_dataset(size, grid=64, R=1.0, seed=0, families=None, depth_range=None, 
         "a_max_unit": "R",
         "distribution": DISTRIBUTION,
         "units": "hbar = 2 mu = 1: U = 2 mu V / hbar^2 in 1/length^2; R and a in one length unit",
-        "arrays": {k: _ARRAY_DOCS[k] for k in _ARRAYS},
+        "arrays": {name: _ARRAY_DOCS[name] for name in _ARRAYS},
     }
-    return {"U": U, "a": a, "born": born, "family": labels}, metadata
+    arrays = {"U": U, "a": a, "born": born, "family": labels}
+    if k is not None:
+        arrays.update(k=k, a_k=a_k, born_k=born_k)
+        metadata["energies"] = [float(x) for x in k]
+        metadata["energies_unit"] = "wave number k in 1/length (unit of R); energy E = k^2"
+        metadata["arrays"].update({name: _ARRAY_DOCS[name] for name in _ENERGY_ARRAYS})
+    return arrays, metadata
+
+
+def check_energies(energies):
+    """None, or the wave numbers as a 1-D float64 array of finite values >= 0 (at least one)."""
+    if energies is None:
+        return None
+    from .finite_energy import check_wave_numbers
+    k = check_wave_numbers(energies, "energies")
+    if k.ndim != 1 or k.size == 0:
+        raise FeynmlpError(
+            f"energies must be a non-empty list of wave numbers k >= 0, got shape {k.shape}; "
+            "e.g. energies=[0.5, 1.0, 2.0]")
+    return k
 
 
 def _progress_bar(enabled: bool, total: int):
@@ -153,7 +196,8 @@ def save_dataset(path, arrays: dict, metadata: dict) -> str:
     (feynmlp.files.atomic_writer).
     """
     path = check_output_path(path)
-    payload = {k: np.ascontiguousarray(arrays[k]) for k in _ARRAYS}
+    payload = {name: np.ascontiguousarray(arrays[name])
+               for name in _ARRAYS + _ENERGY_ARRAYS if name in arrays}
     for name, value in payload.items():
         if value.dtype == object:
             raise FeynmlpError(f"array {name!r} has dtype object, which only pickle can store; "
@@ -171,7 +215,8 @@ def save_dataset(path, arrays: dict, metadata: dict) -> str:
 
 
 def write_dataset(out, size, grid=64, R=1.0, seed=0, families=None, depth_range=None,
-                  repulsive=False, shallow=True, a_max=DEFAULT_A_MAX, order=3, progress=False):
+                  repulsive=False, shallow=True, a_max=DEFAULT_A_MAX, order=3, progress=False,
+                  energies=None):
     """`make_dataset` then `save_dataset` to `out`; every argument is checked before any work.
 
     Returns:
@@ -179,9 +224,10 @@ def write_dataset(out, size, grid=64, R=1.0, seed=0, families=None, depth_range=
     """
     check_sampling_arguments(size, grid, R, seed, families, depth_range, a_max)
     check_positive_int(order, "order (the highest Born term)")
+    check_energies(energies)
     check_output_path(out)
     arrays, metadata = make_dataset(size, grid, R, seed, families, depth_range, repulsive, shallow,
-                                    a_max, order, progress)
+                                    a_max, order, progress, energies)
     return save_dataset(out, arrays, metadata)
 
 
@@ -189,8 +235,8 @@ def load_dataset(path):
     """Read a data set written by `write_dataset` (without pickle).
 
     Returns:
-        (arrays, metadata): arrays a dict with U, a, born, family (NumPy arrays); metadata
-        the dict stored with them.
+        (arrays, metadata): arrays a dict with U, a, born, family (and k, a_k, born_k when the
+        file was made with energies; NumPy arrays); metadata the dict stored with them.
 
     Raises:
         FeynmlpError: the file is missing, not an .npz archive, or not a feynmlp data set.
@@ -204,7 +250,7 @@ def load_dataset(path):
                 raise FeynmlpError(
                     f"{path!r} is not a feynmlp Born data set (missing arrays {missing}); write one "
                     "with `feynmlp born dataset`")
-            arrays = {k: npz[k] for k in _ARRAYS}
+            arrays = {name: npz[name] for name in _ARRAYS + _ENERGY_ARRAYS if name in names}
             raw = npz["metadata_json"]
     except FileNotFoundError:
         raise FeynmlpError(f"data set {path!r} does not exist; check the path") from None

@@ -203,8 +203,8 @@ def _scalar_if_0d(x):
     return x[()] if isinstance(x, np.ndarray) and x.ndim == 0 else x
 
 
-def scattering_length(U, R: float = 1.0):
-    """Exact S-wave scattering length of step potentials.
+def scattering_length(U, R: float = 1.0, k=None):
+    """Exact S-wave scattering length of step potentials, or a(k) = -tan(delta(k))/k.
 
     Args:
         U: step values, shape (..., N): U[..., n] is the value on [n R/N, (n+1) R/N), in units
@@ -212,6 +212,10 @@ def scattering_length(U, R: float = 1.0):
             `feynmlp.born.units.potential_to_U` for MeV and fm). Negative = attractive.
             Zero beyond R.
         R: the range, in the length unit of the problem.
+        k: None or 0 for the scattering length a; else wave numbers k >= 0 (inverse length)
+            broadcasting with U.shape[:-1], for a(k) = -tan(delta(k))/k, which tends to a as
+            k -> 0 (`feynmlp.born.finite_energy`); the result then has the broadcast shape, and
+            is +-inf, with a RuntimeWarning, at a pole of tan(delta).
 
     Returns:
         a, shape (...) (a NumPy float for a single potential), in the length unit of R. Outside
@@ -220,8 +224,14 @@ def scattering_length(U, R: float = 1.0):
         threshold gives +-inf.
 
     Raises:
-        FeynmlpError: U not of shape (..., N) with finite entries, or R not positive.
+        FeynmlpError: U not of shape (..., N) with finite entries, R not positive, or k
+            negative, non-finite or not broadcasting with U.shape[:-1].
     """
+    if k is not None:
+        from .finite_energy import check_wave_numbers, scattering_length_at
+        kk = check_wave_numbers(k)
+        if kk.ndim != 0 or kk != 0:
+            return scattering_length_at(U, kk, R)
     return _scalar_if_0d(_solve(U, R, count_nodes=False))
 
 

@@ -1,0 +1,143 @@
+"""`feynmlp born reproduce --observable energy` on the tiny preset: files, metrics keys, saved
+models on (U, k^2), and every reported number recomputed from the saved models by finite
+differences (independent of the Taylor kernels)."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import feynmlp
+from feynmlp.born import born_kernels, born_terms, scattering_length
+from feynmlp.born.energy_reproduce import ENERGY_PRESETS, energy_targets, energy_training_data
+from feynmlp.born.potentials import sample_potentials_with_a
+from feynmlp.cli import main
+
+torch = pytest.importorskip("torch")
+
+PRESET = ENERGY_PRESETS["tiny"]
+
+
+@pytest.fixture(scope="module")
+def energy_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("energy")
+    status = main(["born", "reproduce", "--observable", "energy", "--preset", "tiny", "--out",
+                   str(out), "--no-progress"])
+    assert status == 0
+    return out
+
+
+def _ensemble(out, k):
+    spec = PRESET.iterations[k - 1]
+    return [feynmlp.load(out / "models" / f"iteration-{k}" / f"member-{m}.safetensors")
+            for m in range(spec.members)]
+
+
+def _mean(mlps, X):
+    return np.mean([m(np.atleast_2d(X))[:, 0] for m in mlps], axis=0)
+
+
+def test_files_and_metrics_keys(energy_run):
+    metrics = json.loads((energy_run / "metrics.json").read_text())
+    for key in ("grid", "R", "k_values", "born_median_rel_err_k", "rho1_median_rel_err",
+                "wall_seconds", "e1_k"):
+        assert key in metrics, key
+    assert metrics["grid"] == PRESET.grid and metrics["R"] == PRESET.R
+    assert metrics["k_values"] == [kR / PRESET.R for kR in PRESET.test_kR]
+    assert list(metrics["born_median_rel_err_k"]) == [str(float(k)) for k in metrics["k_values"]]
+    for row in metrics["born_median_rel_err_k"].values():
+        assert set(row) == {"1", "2"}
+    for name in ("energy_kernels.png", "energy_rho1.png", "energy_phase_shifts.png"):
+        assert (energy_run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (energy_run / "report.md").read_text()
+    assert "rho_1" in report and ("met" in report or "missed" in report)
+    for k, spec in enumerate(PRESET.iterations, start=1):
+        names = sorted(os.listdir(energy_run / "models" / f"iteration-{k}"))
+        assert names == [f"member-{m}.safetensors" for m in range(spec.members)]
+
+
+def test_saved_models_take_k_squared_last_and_reproduce_e1(energy_run):
+    metrics = json.loads((energy_run / "metrics.json").read_text())
+    N, R = PRESET.grid, PRESET.R
+    f1 = _ensemble(energy_run, 1)
+    assert all(m.n_inputs == N + 1 and "k^2" in m.record["inputs"] for m in f1)
+    h = 1e-5
+    for k in metrics["k_values"]:
+        X = np.zeros((2 * N, N + 1))
+        X[:, -1] = k * k
+        X[np.arange(N), np.arange(N)] = h
+        X[N + np.arange(N), np.arange(N)] = -h
+        values = _mean(f1, X)
+        grad = (values[:N] - values[N:]) / (2 * h)
+        first = born_kernels(N, R, 1, k=k).first
+        e1 = np.linalg.norm(grad - first) / np.linalg.norm(first)
+        assert metrics["e1_k"][str(float(k))] == pytest.approx(e1, rel=1e-5)
+
+
+def test_learned_born_terms_and_rho1_from_the_saved_models(energy_run):
+    metrics = json.loads((energy_run / "metrics.json").read_text())
+    N, R = PRESET.grid, PRESET.R
+    test_U, _, _ = sample_potentials_with_a(PRESET.test_size, N, R, seed=PRESET.seed + 1_000_003,
+                                            depth_range=PRESET.test_depth_range)
+    f1, f2 = _ensemble(energy_run, 1), _ensemble(energy_run, 2)
+    t = 1e-3
+    for k in metrics["k_values"]:
+        col = np.full((len(test_U), 1), k * k)
+        g = lambda mlps, s: _mean(mlps, np.hstack([s * test_U, col]))
+        a1 = (g(f1, t) - g(f1, -t)) / (2 * t)  # t^1 coefficient
+        a2 = (g(f2, t) - 2 * g(f2, 0.0) + g(f2, -t)) / (2 * t * t)  # t^2 coefficient
+        exact = born_terms(test_U, 2, R, k=k)
+        row = metrics["born_median_rel_err_k"][str(float(k))]
+        assert row["1"] == pytest.approx(np.median(np.abs(a1 - exact[:, 0]) / np.abs(exact[:, 0])), rel=1e-4)
+        assert row["2"] == pytest.approx(np.median(np.abs(a2 - exact[:, 1]) / np.abs(exact[:, 1])), rel=1e-3)
+        a_net, a_k = g(f1, 1.0), scattering_length(test_U, R, k)
+        assert metrics["f1_vs_exact_median_rel_k"][str(float(k))] == pytest.approx(
+            np.median(np.abs(a_net - a_k) / np.abs(a_k)), rel=1e-9)
+    # rho_1: d^2 f1 / d(k^2) dU_n at (0, 0) by central differences in both, applied to U
+    h, s = 1e-4, 1e-4
+    kernel = np.empty(N)
+    for n in range(N):
+        X = np.zeros((4, N + 1))
+        X[:, n] = [h, h, -h, -h]
+        X[:, -1] = [s, -s, s, -s]
+        v = _mean(f1, X)
+        kernel[n] = (v[0] - v[1] - v[2] + v[3]) / (4 * h * s)
+    r = np.linspace(0, R, N + 1)
+    rho1 = -test_U @ (r[1:] ** 5 - r[:-1] ** 5) / 15  # -int U r^4 dr / 3
+    learned = test_U @ kernel
+    assert metrics["rho1_median_rel_err"] == pytest.approx(
+        np.median(np.abs(learned - rho1) / np.abs(rho1)), rel=1e-4)
+
+
+def test_second_iteration_subtracts_the_linear_polynomial_in_U_at_fixed_k(energy_run):
+    N, R = PRESET.grid, PRESET.R
+    X, depth, a_k = energy_training_data(50, N, R, seed=7, depth_range=(0.1, 1.0), kR_max=3.0)
+    assert np.all((X[:, -1] >= 0) & (X[:, -1] <= 9.0 / R ** 2))
+    f1 = _ensemble(energy_run, 1)
+    y = energy_targets(a_k, X, [f1])
+    t = 1e-5
+    U, k2 = X[:, :-1], X[:, -1:]
+    f0 = _mean(f1, np.hstack([0 * U, k2]))
+    slope = (_mean(f1, np.hstack([t * U, k2])) - _mean(f1, np.hstack([-t * U, k2]))) / (2 * t)
+    np.testing.assert_allclose(y, a_k - f0 - slope, rtol=1e-6, atol=1e-9)
+
+
+def test_energy_training_data_labels_are_exact():
+    N, R = 6, 1.3
+    X, depth, a_k = energy_training_data(80, N, R, seed=3, depth_range=(0.01, 1.0), kR_max=2.0)
+    k = np.sqrt(X[:, -1])
+    assert np.all(k * R <= 2.0)
+    np.testing.assert_allclose(a_k, [scattering_length(u, R, kk) for u, kk in zip(X[:, :-1], k)],
+                               rtol=1e-14)
+    np.testing.assert_allclose(depth, np.abs(X[:, :-1]).max(axis=1) * R * R, rtol=1e-12)
+
+
+def test_cli_energy_refuses_subtract(tmp_path, capsys):
+    code = main(["born", "reproduce", "--observable", "energy", "--preset", "tiny", "--subtract",
+                 "exact", "--out", str(tmp_path / "o")])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--subtract" in err
+    assert not (tmp_path / "o").exists()
