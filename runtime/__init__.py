@@ -19,6 +19,7 @@ from .errors import (
 )
 from .mlp import MLP
 from .model_io import load, read_metadata, save
+from .operators import biharmonic, laplacian
 from .taylor import DiagramContribution, TaylorExpansion, diagram_contributions, directional, taylor
 
 __all__ = [
@@ -36,6 +37,8 @@ __all__ = [
     "taylor",
     "directional",
     "diagram_contributions",
+    "laplacian",
+    "biharmonic",
     "TaylorExpansion",
     "DiagramContribution",
 ]

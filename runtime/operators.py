@@ -1,0 +1,129 @@
+"""The Laplacian and the biharmonic of an MLP by collapsed rules, without the other coefficients.
+
+In: an `MLP`, points x ((n_in,) or (batch, n_in)), optionally the inputs to differentiate in
+(`wrt`; the others are held fixed). Out: sum_i d2f/dx_i^2 (`laplacian`) or
+sum_ij d4f/dx_i^2 dx_j^2 (`biharmonic`), (batch, n_out) or (n_out,) for one point; the sums
+run over `wrt` (all inputs by default). These are derivatives, not Taylor coefficients.
+
+Each neuron carries a few derivatives of its pre-activation through the network
+(docs/operators.md): the value, the gradient J and the Laplacian for `laplacian`; the value, J,
+the Hessian H (upper triangle), L3_a = sum_i d3z/dx_i^2 dx_a and the biharmonic B for
+`biharmonic`. The affine maps act linearly on all of them (one matrix product per layer, with
+the points and the carried rows stacked into its long dimension; the bias only shifts the
+value). Through an activation they follow the collapsed Faa di Bruno rules derived by
+feynmlp.codegen.operator_rules and shipped as kernels in generated/ (feynmlp.operator_kernels);
+the activation's derivatives come from its own Taylor kernel module, so custom activations work
+as in `feynmlp.taylor`. Validation is shared with `feynmlp.taylor`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import memory, taylor as _taylor, threads, workspace
+from .forward import resolve_kernels
+from .kernels import call_kernel
+from .operator_kernels import RULE_OPERATORS, rule_module
+
+# Per-layer carried arrays of one block of points stay below this many bytes (as in
+# feynmlp.forward): long matrix products, bounded memory.
+_CHUNK_BYTES = 128 * 2**20
+
+
+def laplacian(mlp, x, wrt=None, dtype=np.float64, nonfinite: str = "raise") -> np.ndarray:
+    """sum_i d2f/dx_i^2 at each point, i over `wrt` (default: every input).
+
+    Args:
+        mlp: the network (feynmlp.MLP).
+        x: point (n_in,) or points (batch, n_in).
+        wrt: input indices the sum runs over; the other inputs stay fixed (e.g. the spatial
+            Laplacian of u(t, x, y) is wrt=[1, 2]).
+        dtype: float64 (default) or float32.
+        nonfinite: "raise" (default) or "propagate", as in feynmlp.taylor.
+
+    Returns:
+        (batch, n_out), or (n_out,) for a single point.
+    """
+    return _collapsed("laplacian", mlp, x, wrt, dtype, nonfinite)
+
+
+def biharmonic(mlp, x, wrt=None, dtype=np.float64, nonfinite: str = "raise") -> np.ndarray:
+    """sum_ij d4f/dx_i^2 dx_j^2 (the bilaplacian) at each point, i and j over `wrt`.
+
+    Arguments and result as for `laplacian`. Costs about as much as a Hessian pushed forward:
+    each neuron carries its upper-triangular Hessian, never the fourth-order coefficients.
+    """
+    return _collapsed("biharmonic", mlp, x, wrt, dtype, nonfinite)
+
+
+def _collapsed(operator: str, mlp, x, wrt, dtype, nonfinite: str) -> np.ndarray:
+    mlp = _taylor._check_mlp(mlp)
+    dtype = _taylor._check_dtype(dtype)
+    points, single = _taylor._check_points(x, mlp.n_inputs, dtype=dtype)
+    variables = _taylor._check_wrt(wrt, mlp.n_inputs)
+    order = RULE_OPERATORS[operator]
+    hidden, output = _taylor._activations(mlp, order)
+    _taylor._check_nonfinite_option(nonfinite)
+    values = _taylor._guard_division(
+        lambda: carried_operator(operator, mlp.weights, mlp.biases, hidden, output, points, variables, dtype),
+        mlp, points, order, dtype)
+    if nonfinite == "raise":
+        _taylor._refuse_nonfinite(values[:, :, None], f"{operator} value", lambda _: operator, mlp, points, order,
+                                  dtype)
+    return values[0] if single else values
+
+
+def carried_operator(operator: str, weights, biases, hidden_activations, output_activation, points, variables,
+                     dtype=np.float64) -> np.ndarray:
+    """(batch, n_out): the operator at each point by the collapsed rules; variables are the
+    input indices its sums run over. Memory is checked before anything is allocated."""
+    points = np.asarray(points, dtype=dtype)
+    variables = np.asarray(variables, dtype=np.int64)
+    order = RULE_OPERATORS[operator]
+    rules = rule_module(operator)
+    rows = rules.rows(int(variables.size))
+    widths = [w.shape[0] for w in weights]
+    batch = points.shape[0]
+    itemsize = np.dtype(dtype).itemsize
+    chunk = int(max(1, min(batch, _CHUNK_BYTES // (rows * max(widths) * itemsize))))
+    # Per point of a chunk: two carried blocks and the activation's derivatives of the widest
+    # layer, and the rule kernel's per-neuron work arrays (at most d + 6 rows per thread).
+    working = chunk * max(widths) * (2 * rows + order + 1) * itemsize
+    working += threads.count() * max(widths) * (variables.size + order + 7) * itemsize
+    memory.check(batch * widths[-1] * itemsize, itemsize, 0, working,
+                 f"the {operator} in {variables.size} variables for {batch} point(s)",
+                 "use fewer points per call, or restrict the variables with wrt=[...]",
+                 f"{rows} carried rows per neuron and point, widest layer {max(widths)}, ")
+    kernels = resolve_kernels(hidden_activations, output_activation, order)
+    weights = [np.asarray(w, dtype=dtype) for w in weights]
+    biases = [np.asarray(b, dtype=dtype) for b in biases]
+    result = np.empty((batch, widths[-1]), dtype=dtype)
+
+    def push(lo, hi):
+        first = weights[0]
+        carried = workspace.array(("operator", 0), (hi - lo, rows, first.shape[0]), dtype)
+        carried[:, 0, :] = points[lo:hi] @ first.T + biases[0]
+        carried[:, 1:1 + variables.size, :] = first[:, variables].T[None, :, :]
+        carried[:, 1 + variables.size:, :] = 0.0
+        for layer in range(1, len(weights)):
+            _activate(carried, kernels.derivatives[layer - 1], rules)
+            weight = weights[layer]
+            out = workspace.array(("operator", layer % 2), (hi - lo, rows, weight.shape[0]), dtype)
+            np.matmul(carried.reshape(-1, carried.shape[2]), weight.T, out=out.reshape(-1, weight.shape[0]))
+            out[:, 0, :] += biases[layer]
+            carried = out
+        if kernels.output is not None:
+            _activate(carried, kernels.output, rules)
+        result[lo:hi] = carried[:, rows - 1, :]  # the operator's own row comes last
+
+    with threads.single_blas_thread():
+        for start in range(0, batch, chunk):
+            threads.run_blocks(push, (), min(batch, start + chunk), start=start)
+    return result
+
+
+def _activate(carried, module, rules) -> None:
+    """The activation of one layer applied to its carried block, in place."""
+    values = np.ascontiguousarray(carried[:, 0, :]).reshape(-1)
+    derivatives = workspace.array("operator derivatives", (values.size, rules.ORDER + 1), carried.dtype)
+    call_kernel(module, "taylor_derivatives", values, derivatives)
+    call_kernel(rules, "activate", carried, derivatives, 0, carried.shape[0])
