@@ -105,15 +105,20 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
         carried[:, 1:1 + variables.size, :] = first[:, variables].T[None, :, :]
         carried[:, 1 + variables.size:, :] = 0.0
         for layer in range(1, len(weights)):
-            _activate(carried, kernels.derivatives[layer - 1], rules)
+            # After the last hidden layer only the value and the operator's row (the last one)
+            # are read, unless an output activation needs every row.
+            last = layer == len(weights) - 1 and kernels.output is None
+            _activate(carried, kernels.derivatives[layer - 1], rules, not last)
+            if last:
+                carried = np.ascontiguousarray(carried[:, ::rows - 1, :])
             weight = weights[layer]
-            out = workspace.array(("operator", layer % 2), (hi - lo, rows, weight.shape[0]), dtype)
+            out = workspace.array(("operator", layer % 2), carried.shape[:2] + (weight.shape[0],), dtype)
             np.matmul(carried.reshape(-1, carried.shape[2]), weight.T, out=out.reshape(-1, weight.shape[0]))
             out[:, 0, :] += biases[layer]
             carried = out
         if kernels.output is not None:
-            _activate(carried, kernels.output, rules)
-        result[lo:hi] = carried[:, rows - 1, :]  # the operator's own row comes last
+            _activate(carried, kernels.output, rules, False)
+        result[lo:hi] = carried[:, -1, :]  # the operator's own row comes last
 
     with threads.single_blas_thread():
         for start in range(0, batch, chunk):
@@ -121,9 +126,10 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
     return result
 
 
-def _activate(carried, module, rules) -> None:
-    """The activation of one layer applied to its carried block, in place."""
+def _activate(carried, module, rules, full: bool) -> None:
+    """The activation of one layer applied to its carried block, in place; with full False
+    only the value and the operator's row."""
     values = np.ascontiguousarray(carried[:, 0, :]).reshape(-1)
     derivatives = workspace.array("operator derivatives", (values.size, rules.ORDER + 1), carried.dtype)
     call_kernel(module, "taylor_derivatives", values, derivatives)
-    call_kernel(rules, "activate", carried, derivatives, 0, carried.shape[0])
+    call_kernel(rules, "activate", carried, derivatives, 0, carried.shape[0], full)

@@ -200,3 +200,25 @@ def test_edited_operator_kernel_is_refused(tmp_path):
                             env=dict(os.environ, PYTHONPATH=str(tmp_path), PYTHONSAFEPATH=""))
     assert "refused:" in result.stdout and "laplacian_operator.py" in result.stdout, result.stdout + result.stderr
     assert "feynmlp generate-kernels --all" in result.stdout
+
+
+def test_laplacian_against_folx():
+    # folx's forward Laplacian (JAX, float64) is a third, independent implementation.
+    import jax
+    import jax.numpy as jnp
+    from folx import forward_laplacian
+
+    jax.config.update("jax_enable_x64", True)
+    rng = np.random.default_rng(11)
+    mlp = random_mlp(rng, (6, 9, 8, 3), ["tanh", "gelu"])
+    weights = [jnp.asarray(w) for w in mlp.weights]
+    biases = [jnp.asarray(b) for b in mlp.biases]
+
+    def f(x):
+        h = jnp.tanh(weights[0] @ x + biases[0])
+        h = jax.nn.gelu(weights[1] @ h + biases[1], approximate=False)
+        return weights[2] @ h + biases[2]
+
+    points = rng.normal(size=(5, 6))
+    want = np.asarray(jax.vmap(forward_laplacian(f))(jnp.asarray(points)).laplacian)
+    assert_relative_close(feynmlp.laplacian(mlp, points), want, RTOL, "laplacian against folx")
