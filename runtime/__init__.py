@@ -19,6 +19,7 @@ from .errors import (
 )
 from .mlp import MLP
 from .model_io import load, read_metadata, save
+from .operator_terms import SparseExpansion, divergence, operator
 from .operators import biharmonic, laplacian
 from .taylor import DiagramContribution, TaylorExpansion, diagram_contributions, directional, taylor
 
@@ -39,6 +40,9 @@ __all__ = [
     "diagram_contributions",
     "laplacian",
     "biharmonic",
+    "operator",
+    "divergence",
+    "SparseExpansion",
     "TaylorExpansion",
     "DiagramContribution",
 ]

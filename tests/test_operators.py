@@ -222,3 +222,21 @@ def test_laplacian_against_folx():
     points = rng.normal(size=(5, 6))
     want = np.asarray(jax.vmap(forward_laplacian(f))(jnp.asarray(points)).laplacian)
     assert_relative_close(feynmlp.laplacian(mlp, points), want, RTOL, "laplacian against folx")
+
+
+def test_bad_input_is_refused_as_in_taylor():
+    mlp = random_mlp(np.random.default_rng(0), (3, 4, 1), "tanh")
+    with pytest.raises(feynmlp.FeynmlpError, match=r"wrt holds input indices \[5\] outside 0..2"):
+        feynmlp.laplacian(mlp, np.zeros(3), wrt=[5])
+    with pytest.raises(feynmlp.FeynmlpError, match=r"x must have shape \(3,\) or \(batch, 3\)"):
+        feynmlp.biharmonic(mlp, np.zeros(4))
+    with pytest.raises(feynmlp.FeynmlpError, match="wrt holds repeated indices"):
+        feynmlp.biharmonic(mlp, np.zeros(3), wrt=[1, 1])
+
+
+def test_overflow_is_reported_or_propagated():
+    # exp of exp of a large pre-activation overflows float64; the error names the operator.
+    mlp = feynmlp.MLP([np.full((1, 1), 30.0), np.ones((1, 1)), np.ones((1, 1))], [np.zeros(1)] * 3, ["exp", "exp"])
+    with pytest.raises(feynmlp.FeynmlpError, match="laplacian value"):
+        feynmlp.laplacian(mlp, np.ones(1))
+    assert not np.isfinite(feynmlp.laplacian(mlp, np.ones(1), nonfinite="propagate")).all()
