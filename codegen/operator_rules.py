@@ -9,7 +9,10 @@ z with respect to the inputs, not a Taylor coefficient:
     J_a  = dz/dx_a                   H_ab = d2z/dx_a dx_b          lap = sum_i H_ii
     L3_a = sum_i d3z/dx_i dx_i dx_a  B    = sum_ij d4z/dx_i^2 dx_j^2
 
-and the contractions jj = |J|^2, jl3 = J.L3, hf = |H|_F^2, jhj = J^T H J, hj_a = (H J)_a.
+and the contractions jj = |J|^2, jl3 = J.L3, hf = |H|_F^2, jhj = J^T H J, hj_a = (H J)_a. The
+Laplacian's kernel weighs its sum, jj = sum_a w_a J_a^2 and lap = sum_a w_a d2z/dv_a^2 over
+directions v_a: the same rule, by linearity, for any second-order operator written in the
+eigenbasis of its matrix (w = its eigenvalues).
 
 Derivation: the derivative of s(z(x)) along a list of index slots is Faa di Bruno's formula,
 sum over the set partitions pi of the slots of s^(|pi|) * prod over blocks of d_block z. The

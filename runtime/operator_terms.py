@@ -254,6 +254,9 @@ def operator(mlp: MLP, x, terms, dtype=np.float64, nonfinite: str = "raise") -> 
     dtype = _taylor._check_dtype(dtype)
     points, single = _taylor._check_points(x, mlp.n_inputs, dtype=dtype)
     _taylor._check_nonfinite_option(nonfinite)
+    if max(sum(alpha) for alpha in checked) == 2:  # order 1 (ReLU networks too) stays on the general path
+        values = _second_order(mlp, points, checked, dtype, nonfinite)
+        return values[0] if single else values
     subset = Subset(list(checked), mlp.n_inputs)
     coefficients = _subset_coefficients(mlp, points, subset, dtype, nonfinite)
     columns = np.array([subset.column(alpha) for alpha in checked], dtype=np.intp)
@@ -261,6 +264,46 @@ def operator(mlp: MLP, x, terms, dtype=np.float64, nonfinite: str = "raise") -> 
                      dtype=np.float64)
     values = (coefficients[:, :, columns].astype(np.float64) @ scale).astype(dtype)
     return values[0] if single else values
+
+
+def _second_order(mlp: MLP, points, terms: dict, dtype, nonfinite: str) -> np.ndarray:
+    """c f + b.grad f + sum_ij A_ij d2f/dx_i dx_j by the Laplacian's collapsed rules.
+
+    With A = sum_k lambda_k v_k v_k^T (symmetric; its eigenvectors, or the unit vectors when it
+    is diagonal), sum_ij A_ij d_ij f = sum_k lambda_k d2f/dv_k^2: the weighted Laplacian along
+    the directions v_k, which the Laplacian's kernel carries. The first-order part is one more
+    direction b (weight 0): its carried derivative is b.grad f. Cost: the Laplacian's, with one
+    carried row per direction.
+    """
+    from .operators import evaluate
+
+    n = mlp.n_inputs
+    A, b, c = np.zeros((n, n)), np.zeros(n), 0.0
+    for alpha, coefficient in terms.items():
+        used = [i for i, a in enumerate(alpha) for _ in range(a)]
+        if not used:
+            c += coefficient
+        elif len(used) == 1:
+            b[used[0]] += coefficient
+        else:
+            i, j = used
+            A[i, j] += coefficient / 2
+            A[j, i] += coefficient / 2
+    if np.count_nonzero(A - np.diag(np.diag(A))) == 0:
+        on = np.flatnonzero(np.diag(A))
+        directions, sums = np.eye(n)[on], np.diag(A)[on]
+    else:
+        eigenvalues, vectors = np.linalg.eigh(A)
+        on = np.flatnonzero(np.abs(eigenvalues) > 1e-14 * np.max(np.abs(eigenvalues)))
+        directions, sums = vectors[:, on].T, eigenvalues[on]
+    has_first = bool(np.any(b))
+    if has_first:
+        directions, sums = np.vstack([directions, b[None, :]]), np.append(sums, 0.0)
+    carried = evaluate("laplacian", mlp, points, directions, sums, has_first, dtype, nonfinite)
+    values = carried[:, -1, :] + c * carried[:, 0, :]
+    if has_first:
+        values = values + carried[:, -2, :]
+    return values.astype(dtype, copy=False)
 
 
 def sparse_taylor(mlp: MLP, x, order: int, indices, dtype=np.float64, nonfinite: str = "raise") -> "SparseExpansion":
