@@ -46,6 +46,12 @@ CASES = [
     ((5, 7, 2), "sin", None, {(0, 0, 3, 0, 1): 3.0}),
     ((3, 4, 4, 2), "exp", None, {(1, 1, 0): 1.0, (0, 0, 1): -1.0}),
     ((2, 4, 3), "cos", None, {(1, 0): 1.0}),
+    # Second order: the weighted Laplacian along the eigenvectors of the operator's matrix
+    # (mixed partials, negative eigenvalues), with first-order and zeroth-order parts.
+    ((3, 6, 5, 2), "tanh", None, {(1, 1, 0): 2.0, (2, 0, 0): -1.0, (0, 0, 2): 0.5, (0, 1, 0): 3.0, (0, 0, 0): 1.0}),
+    ((3, 5, 4, 1), ["gelu", "sin"], "sigmoid", {(0, 1, 1): 1.0, (1, 0, 0): -2.0}),
+    ((4, 3), "tanh", None, {(1, 1, 0, 0): 1.0, (0, 0, 0, 1): 1.0}),
+    ((2, 4, 1), "softplus", None, {(2, 0): 1.0, (0, 2): 1.0}),
 ]
 
 

@@ -240,3 +240,12 @@ def test_overflow_is_reported_or_propagated():
     with pytest.raises(feynmlp.FeynmlpError, match="laplacian value"):
         feynmlp.laplacian(mlp, np.ones(1))
     assert not np.isfinite(feynmlp.laplacian(mlp, np.ones(1), nonfinite="propagate")).all()
+
+
+def test_requests_beyond_the_memory_budget_are_refused(monkeypatch):
+    mlp = random_mlp(np.random.default_rng(0), (8, 16, 1), "tanh")
+    monkeypatch.setenv("FEYNMLP_MAX_MEMORY_GB", "0.001")  # 1 MiB
+    with pytest.raises(feynmlp.ResourceLimitError, match="the biharmonic in 8 variables for 20000 point"):
+        feynmlp.biharmonic(mlp, np.zeros((20000, 8)))
+    with pytest.raises(feynmlp.ResourceLimitError, match="an operator of order 3"):
+        feynmlp.operator(mlp, np.zeros((20000, 8)), {(3, 0, 0, 0, 0, 0, 0, 0): 1.0})
