@@ -3,7 +3,8 @@
 In: --cases (default all), --repeats, --quick, --json FILE. Out: on stdout, per case the median
 time of every tool over its timed runs, the ratio time_tool / time_feynmlp, the largest relative
 difference from feynmlp's values, feynmlp's FLOP count, its FLOP rate as a fraction of the
-matrix-product rate measured in this run (the shape of the case's affine maps), peak memory
+matrix-product rate measured in this run (a 1 MiB block of rows times a square matrix of the
+case's width, BLAS's own threads), peak memory
 of every tool's process, and the issue's goals as pass/miss. Run:
     python benchmarks/bench_operators.py --quick
 
@@ -79,34 +80,28 @@ def write_data(name: str, case: dict, path: Path, seed: int, points: int) -> Non
 # ======================================================================== analytic FLOPs
 
 def feynmlp_flops(name: str, sizes, batch: int) -> int:
-    """FLOPs of feynmlp's algorithm for the case.
+    """FLOPs of feynmlp's algorithm for the case: the collapsed rules, d directions, R carried
+    rows per neuron (d + 2; the biharmonic 2 + 2d + d(d+1)/2):
 
-    laplacian/biharmonic (collapsed rules, d inputs, R carried rows per neuron: d + 2, or
-    2 + 2d + d(d+1)/2 for the biharmonic):
         2 n_1 n_0 B                                 first affine map (values)
       + sum over hidden layers of n_l B (10 K + A)  activation derivatives and rule kernel
-      + sum over later affine maps of 2 n_l n_(l-1) B R'   (R' = 2 for the output map: only
-                                                     the value and the operator's row)
-    with the rule kernel's A = 3d + 4 (Laplacian) or 9 T + 15 d + 30, T = d(d+1)/2 (biharmonic).
-    pde (the general path, downward-closed set S of |S| multi-indices, vertex tables of R_m
-    rows of valence m): the same with R = R' = |S| and A = (|S| - 1) + sum_m R_m (m + 2).
-    """
-    n0, hidden, n_out = sizes[0], sizes[1:-1], sizes[-1]
-    if name == "pde":
-        from feynmlp.operator_terms import Subset
+      + sum over later affine maps of 2 n_l n_(l-1) B R'
 
-        subset = Subset(list(PDE_TERMS), n0)
-        rows = last = len(subset)
-        work = (rows - 1) + sum(t.shape[0] * (t.shape[1] + 1) for t in subset.tables[0::2])
-        order = subset.order
+    with R' = R, except for the output map of the Laplacian and the biharmonic, R' = 2 (only
+    the value and the operator's row are mapped); the rule kernel's A = 3d + 4 (Laplacian) or
+    9 T + 15 d + 30, T = d(d+1)/2 (biharmonic). The pde case is a second-order operator:
+    feynmlp.operator carries it as a weighted Laplacian along d = 3 directions (x and y with
+    weight 1, and t for the first-order part), every row mapped to the output.
+    """
+    n0, hidden = sizes[0], sizes[1:-1]
+    if name == "biharmonic":
+        d, order = n0, 4
+        triangle = d * (d + 1) // 2
+        rows, work, last = 2 + 2 * d + triangle, 9 * triangle + 15 * d + 30, 2
     else:
-        d = n0
-        if name == "laplacian":
-            rows, work, order = d + 2, 3 * d + 4, 2
-        else:
-            triangle = d * (d + 1) // 2
-            rows, work, order = 2 + 2 * d + triangle, 9 * triangle + 15 * d + 30, 4
-        last = 2
+        d, order = (n0, 2) if name == "laplacian" else (3, 2)
+        rows, work = d + 2, 3 * d + 4
+        last = 2 if name == "laplacian" else rows
     flops = 2 * sizes[1] * n0 * batch
     flops += sum(width * batch * (10 * order + work) for width in hidden)
     maps = list(zip(sizes[1:-1], sizes[2:]))
@@ -258,17 +253,20 @@ def worker_main(spec_path: str) -> int:
     return 0
 
 
-def matmul_worker(result_path: str, width: int, columns: int) -> int:
-    """float64 (width x width) @ (width x columns): the shape of the affine maps."""
+def matmul_worker(result_path: str, width: int, rows: int) -> int:
+    """float64 (rows x width) @ (width x width), about the size of the blocks of carried rows
+    feynmlp multiplies (1 MiB at width 128 is 1024 rows): the rate its affine maps could reach."""
     rng = np.random.default_rng(0)
-    A, B = rng.normal(size=(width, width)), rng.normal(size=(width, columns))
-    A @ B
+    A, B = rng.normal(size=(rows, width)), rng.normal(size=(width, width))
+    out = np.empty((rows, width))
+    np.matmul(A, B, out=out)
     times = []
-    for _ in range(9):
+    for _ in range(50):
         start = time.perf_counter()
-        A @ B
-        times.append(time.perf_counter() - start)
-    Path(result_path).write_text(json.dumps(dict(gflops=2 * width * width * columns / statistics.median(times) / 1e9)))
+        for _ in range(10):
+            np.matmul(A, B, out=out)
+        times.append((time.perf_counter() - start) / 10)
+    Path(result_path).write_text(json.dumps(dict(gflops=2 * width * width * rows / statistics.median(times) / 1e9)))
     return 0
 
 
@@ -318,7 +316,7 @@ def run_case(name: str, case: dict, args, work: Path) -> dict:
                 if a.shape == b.shape else None
     width = max(case["sizes"][1:])
     matmul_path = work / f"{name}-matmul.json"
-    run_worker(["--_matmul", str(matmul_path), str(width), str(262144)], args.timeout)
+    run_worker(["--_matmul", str(matmul_path), str(width), str(2**20 // (8 * width))], args.timeout)
     rate = json.loads(matmul_path.read_text())["gflops"] if matmul_path.exists() else None
     flops = feynmlp_flops(name, case["sizes"], points)
     return dict(name=name, points=points, sizes=case["sizes"], tools=results, feynmlp_flops=flops,
@@ -387,6 +385,6 @@ def main(argv=None) -> int:
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "--_worker":
         sys.exit(worker_main(sys.argv[2]))
-    if len(sys.argv) >= 5 and sys.argv[1] == "--_matmul":
+    if len(sys.argv) >= 5 and sys.argv[1] == "--_matmul":  # width, rows
         sys.exit(matmul_worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
     sys.exit(main())
