@@ -249,3 +249,16 @@ def test_requests_beyond_the_memory_budget_are_refused(monkeypatch):
         feynmlp.biharmonic(mlp, np.zeros((20000, 8)))
     with pytest.raises(feynmlp.ResourceLimitError, match="an operator of order 3"):
         feynmlp.operator(mlp, np.zeros((20000, 8)), {(3, 0, 0, 0, 0, 0, 0, 0): 1.0})
+
+
+def test_generate_kernels_check_covers_the_operator_kernels(tmp_path, capsys):
+    from feynmlp.cli import generate_kernels_main
+
+    assert generate_kernels_main(["--all", "--quiet", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "biharmonic_operator.py").exists() and (tmp_path / "operator_manifest.json").exists()
+    assert generate_kernels_main(["--all", "--check", "--quiet", "--out", str(tmp_path)]) == 0
+    kernel = tmp_path / "biharmonic_operator.py"
+    kernel.write_text(kernel.read_text().replace("B_new = B*s1", "B_new = B*s1 + 1.0"))
+    capsys.readouterr()
+    assert generate_kernels_main(["--all", "--check", "--quiet", "--out", str(tmp_path)]) == 1
+    assert "biharmonic_operator.py" in capsys.readouterr().out
