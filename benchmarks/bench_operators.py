@@ -4,7 +4,7 @@ In: --cases (default all), --repeats, --quick, --json FILE. Out: on stdout, per 
 time of every tool over its timed runs, the ratio time_tool / time_feynmlp, the largest relative
 difference from feynmlp's values, feynmlp's FLOP count, its FLOP rate as a fraction of the
 matrix-product rate measured in this run (a 1 MiB block of rows times a square matrix of the
-case's width, BLAS's own threads), peak memory
+case's width, on one BLAS thread, times feynmlp's worker threads), peak memory
 of every tool's process, and the issue's goals as pass/miss. Run:
     python benchmarks/bench_operators.py --quick
 
@@ -256,17 +256,26 @@ def worker_main(spec_path: str) -> int:
 def matmul_worker(result_path: str, width: int, rows: int) -> int:
     """float64 (rows x width) @ (width x width), about the size of the blocks of carried rows
     feynmlp multiplies (1 MiB at width 128 is 1024 rows): the rate its affine maps could reach."""
+    from threadpoolctl import threadpool_limits
+
+    from feynmlp import threads
+
     rng = np.random.default_rng(0)
     A, B = rng.normal(size=(rows, width)), rng.normal(size=(width, width))
     out = np.empty((rows, width))
-    np.matmul(A, B, out=out)
     times = []
-    for _ in range(50):
-        start = time.perf_counter()
-        for _ in range(10):
-            np.matmul(A, B, out=out)
-        times.append((time.perf_counter() - start) / 10)
-    Path(result_path).write_text(json.dumps(dict(gflops=2 * width * width * rows / statistics.median(times) / 1e9)))
+    # One BLAS thread, as inside feynmlp's worker threads; the rate of all of them together is
+    # that times feynmlp's thread count.
+    with threadpool_limits(1):
+        np.matmul(A, B, out=out)
+        for _ in range(50):
+            start = time.perf_counter()
+            for _ in range(10):
+                np.matmul(A, B, out=out)
+            times.append((time.perf_counter() - start) / 10)
+    per_thread = 2 * width * width * rows / statistics.median(times) / 1e9
+    Path(result_path).write_text(json.dumps(dict(gflops=per_thread * threads.count(), per_thread=per_thread,
+                                                 threads=threads.count())))
     return 0
 
 
