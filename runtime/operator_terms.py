@@ -24,7 +24,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import memory, multi_index, taylor as _taylor, threads, workspace
-from .errors import FeynmlpError
+from .errors import FeynmlpError, ResourceLimitError
 from .forward import resolve_kernels
 from .kernels import MAX_ORDER, call_kernel, is_sympy_expression
 from .mlp import MLP
@@ -95,17 +95,18 @@ class Subset:
         used = sorted({i for alpha in requested for i in range(n_inputs) if alpha[i] > 0})
         self.variables = np.array(used, dtype=np.int64)
         self.order = max(1, max(sum(alpha) for alpha in requested))
+        restricted = [tuple(alpha[i] for i in used) for alpha in requested]
+        # Counted before the closure is built: each term alone has prod(alpha_i + 1) below it.
+        if sum(math.prod(a + 1 for a in alpha) for alpha in restricted) > 4 * _MAX_SUBSET:
+            raise ResourceLimitError(f"the operator needs more than {_MAX_SUBSET} multi-indices (all those below "
+                                     "its terms); use feynmlp.taylor for every coefficient up to its order")
         closure = set()
-        count = 0
-        for alpha in requested:
-            restricted = [alpha[i] for i in used]
-            count += math.prod(a + 1 for a in restricted)
-            if count > 4 * _MAX_SUBSET:
-                break
-            closure.update(itertools.product(*(range(a + 1) for a in restricted)))
-        if len(closure) > _MAX_SUBSET or count > 4 * _MAX_SUBSET:
-            raise FeynmlpError(f"the operator needs more than {_MAX_SUBSET} multi-indices (all those below its "
-                               "terms); use feynmlp.taylor for every coefficient up to its order")
+        for alpha in restricted:
+            closure.update(itertools.product(*(range(a + 1) for a in alpha)))
+        if len(closure) > _MAX_SUBSET:
+            raise ResourceLimitError(f"the operator needs {len(closure)} multi-indices (all those below its terms), "
+                                     f"more than {_MAX_SUBSET}; use feynmlp.taylor for every coefficient up to its "
+                                     "order")
         n_v, order = len(used), self.order
         ordered = sorted(closure, key=lambda e: (sum(e), _sorted_tuple(e)))
         rows = np.array(ordered, dtype=np.int64).reshape(len(ordered), n_v)
@@ -148,6 +149,14 @@ class Subset:
                 stop = end_of_degree[cap]
                 last = members[:, -1]
                 counts = np.maximum(stop - last, 0)
+                # The candidate rows, their merged tuples and the sort's copies, before they exist.
+                needed = int(counts.sum()) * 8 * (2 * (j + 1) + 3 * order + 4) + self._kept_bytes(result)
+                if needed > memory.budget():
+                    raise ResourceLimitError(
+                        f"the vertex tables of this operator (order {order}, {len(self)} multi-indices below its "
+                        f"terms) need more than {memory.size_text(needed)} while they are built, above the "
+                        f"{memory.size_text(memory.budget())} allowed; split the operator into terms of lower order "
+                        "or fewer mixed inputs (set FEYNMLP_MAX_MEMORY_GB to change the limit)")
                 parent = np.repeat(np.arange(members.shape[0]), counts)
                 starts = np.cumsum(counts) - counts
                 appended = np.arange(parent.size, dtype=np.int64) - np.repeat(starts, counts) + last[parent]
@@ -163,6 +172,10 @@ class Subset:
             table = np.ascontiguousarray(np.concatenate([targets[:, None], members], axis=1))
             result += [table, weights]
         return tuple(result)
+
+    @staticmethod
+    def _kept_bytes(tables) -> int:
+        return sum(t.nbytes for t in tables)
 
     def table_bytes(self) -> int:
         return sum(t.nbytes for t in self.tables)
@@ -378,8 +391,9 @@ class SparseExpansion:
     def coefficient(self, alpha) -> np.ndarray:
         """The coefficients d^alpha f / alpha! of one listed multi-index."""
         alpha = np.asarray(alpha)
-        hits = np.flatnonzero((self.multi_indices == alpha).all(axis=1)) if alpha.shape == self.multi_indices.shape[1:] \
-            else []
+        hits = []
+        if alpha.shape == self.multi_indices.shape[1:]:
+            hits = np.flatnonzero((self.multi_indices == alpha).all(axis=1))
         if len(hits) == 0:
             raise FeynmlpError(f"alpha {alpha.tolist()} is not among the requested indices")
         return self.coefficients[..., int(hits[0])]

@@ -214,3 +214,22 @@ def test_relu_networks_refuse_second_order_operators():
     z = relu.weights[0] @ x + relu.biases[0]
     want = relu.weights[1] @ ((z > 0) * relu.weights[0][:, 1])
     np.testing.assert_allclose(feynmlp.operator(relu, x, {(0, 1, 0): 1.0}), want, rtol=1e-12)
+
+
+def test_operators_with_too_many_multi_indices_below_them_are_refused():
+    # 13 terms of 16 first powers each over 20 inputs: 13 * 2^16 multi-indices below them,
+    # counted (and refused) before the set is built.
+    n = 20
+    mlp = random_mlp(np.random.default_rng(0), (n, 2, 1), "tanh")
+    terms = {tuple(1 if (i - shift) % n < 16 else 0 for i in range(n)): 1.0 for shift in range(13)}
+    with pytest.raises(feynmlp.ResourceLimitError, match="more than 200000 multi-indices"):
+        feynmlp.operator(mlp, np.zeros(n), terms)
+
+
+def test_vertex_tables_beyond_the_memory_budget_are_refused(monkeypatch):
+    # d^10 f / dx_0 .. dx_9: the tables list every set partition of every subset of the ten
+    # inputs (Bell(11) = 678,570 rows), tens of MB while they are built.
+    mlp = random_mlp(np.random.default_rng(0), (10, 2, 1), "tanh")
+    monkeypatch.setenv("FEYNMLP_MAX_MEMORY_GB", "0.01")
+    with pytest.raises(feynmlp.ResourceLimitError, match="the vertex tables of this operator"):
+        feynmlp.operator(mlp, np.zeros(10), {(1,) * 10: 1.0})
