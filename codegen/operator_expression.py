@@ -51,6 +51,8 @@ def terms_from_expression(expression, n_inputs: int) -> dict[tuple[int, ...], fl
         else:
             raise FeynmlpError(f"term {term} is not a number times a derivative of {function}; the operator must "
                                "be a linear combination of derivatives with numeric coefficients")
+        if coefficient.has(sp.oo, -sp.oo, sp.zoo, sp.nan):
+            raise FeynmlpError(f"term {term}: the coefficient {coefficient} is not finite")
         if not coefficient.is_number or not coefficient.is_real:
             raise FeynmlpError(f"term {term}: the coefficient {coefficient} is not a real number")
         key = tuple(alpha)

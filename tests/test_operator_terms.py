@@ -184,6 +184,8 @@ def _symbols():
     (lambda t, x, y, u: sp.sin(x) + x, "exactly one function"),
     (lambda t, x, y, u: sp.Derivative(u, x) ** 2, "is not a number times a derivative"),
     (lambda t, x, y, u: sp.I * sp.Derivative(u, x), "is not a real number"),
+    (lambda t, x, y, u: sp.oo * sp.Derivative(u, x), "the coefficient oo is not finite"),
+    (lambda t, x, y, u: sp.Derivative(u, x) + 1, r"term 1 is not a number times a derivative"),
     (lambda t, x, y, u: sp.Derivative(u, (x, 17)), r"the derivative has order 17"),
 ])
 def test_bad_sympy_operators(mlp, build, message):
