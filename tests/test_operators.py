@@ -262,3 +262,20 @@ def test_generate_kernels_check_covers_the_operator_kernels(tmp_path, capsys):
     capsys.readouterr()
     assert generate_kernels_main(["--all", "--check", "--quiet", "--out", str(tmp_path)]) == 1
     assert "biharmonic_operator.py" in capsys.readouterr().out
+
+
+def test_operators_leave_sympy_and_jinja_out():
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import sys, numpy as np
+        import feynmlp
+        mlp = feynmlp.MLP([np.ones((2, 2)), np.ones((1, 2))], [np.zeros(2), np.zeros(1)], "tanh")
+        feynmlp.laplacian(mlp, np.zeros(2)); feynmlp.biharmonic(mlp, np.zeros(2))
+        feynmlp.operator(mlp, np.zeros(2), {(1, 2): 1.0}); feynmlp.operator(mlp, np.zeros(2), {(1, 1): 1.0})
+        print(",".join(sorted(m for m in sys.modules if m.split(".")[0] in ("sympy", "jinja2"))))
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""
