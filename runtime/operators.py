@@ -24,10 +24,8 @@ from .forward import resolve_kernels
 from .kernels import call_kernel
 from .operator_kernels import RULE_OPERATORS, rule_module
 
-# Per-layer carried arrays of one block of points stay below this many bytes (as in
-# feynmlp.forward): long matrix products, bounded memory.
-_CHUNK_BYTES = 128 * 2**20
-# The carried rows of one block of points a thread takes through all layers at a time.
+# The carried rows of one block of points a thread takes through all layers at a time: long
+# enough matrix products, small enough to stay in the caches.
 _BLOCK_BYTES = 2**20
 
 
@@ -103,11 +101,14 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
     widths = [w.shape[0] for w in weights]
     batch = points.shape[0]
     itemsize = np.dtype(dtype).itemsize
-    chunk = int(max(1, min(batch, _CHUNK_BYTES // (rows * max(widths) * itemsize))))
-    # Per point of a chunk: two carried blocks and the activation's derivatives of the widest
-    # layer, and the rule kernel's per-neuron work arrays (at most d + 6 rows per thread).
-    working = chunk * max(widths) * (2 * rows + order + 1) * itemsize
-    working += threads.count() * max(widths) * (count + order + 7) * itemsize
+    # Each thread takes its points through the network in blocks whose carried rows stay in
+    # the caches: measured on 3 -> 128^3 -> 1, one (20000 x 128) @ (128 x 128) product ran at
+    # 21 GFLOP/s, and (2560 x 128) @ (128 x 128) at 59 GFLOP/s.
+    block = int(max(1, min(batch, _BLOCK_BYTES // (rows * max(widths) * itemsize))))
+    # Per thread: two carried arrays of a block, the values and derivatives of its widest
+    # layer, the rows kept for the result, and the rule kernel's per-neuron work arrays (at
+    # most d + 6 rows).
+    working = threads.count() * max(widths) * itemsize * (block * (2 * rows + order + 2 + kept) + count + order + 7)
     memory.check(batch * widths[-1] * kept * itemsize, itemsize, 0, working,
                  f"the {operator} in {count} variables for {batch} point(s)",
                  "use fewer points per call, or restrict the variables with wrt=[...]",
@@ -119,11 +120,6 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
     first_gradient = (directions @ np.asarray(weights[0], dtype=np.float64).T).astype(dtype)
     sum_weights = np.asarray(sum_weights, dtype=dtype)
     result = np.empty((batch, kept, widths[-1]), dtype=dtype)
-
-    # Each thread takes its points through the network in blocks whose carried rows stay in
-    # the caches: measured on 3 -> 128^3 -> 1, one (20000 x 128) @ (128 x 128) product ran at
-    # 21 GFLOP/s, and (2560 x 128) @ (128 x 128) at 59 GFLOP/s.
-    block = int(max(1, _BLOCK_BYTES // (rows * max(widths) * itemsize)))
 
     def push(lo, hi):
         for start in range(lo, hi, block):
@@ -153,8 +149,7 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
         result[lo:hi] = carried if carried.shape[1] == kept else carried[:, ::rows - 1, :]
 
     with threads.single_blas_thread():
-        for start in range(0, batch, chunk):
-            threads.run_blocks(push, (), min(batch, start + chunk), start=start)
+        threads.run_blocks(push, (), batch)
     return result
 
 
