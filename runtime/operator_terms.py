@@ -29,7 +29,9 @@ from .forward import resolve_kernels
 from .kernels import MAX_ORDER, call_kernel, is_sympy_expression
 from .mlp import MLP
 
-_CHUNK_BYTES = 128 * 2**20
+# The series of one block of points a thread takes through all layers at a time (as in
+# feynmlp.operators): long enough matrix products, small enough to stay in the caches.
+_BLOCK_BYTES = 2**20
 # Above this many multi-indices in S the tables of the vertex sums are refused: they grow
 # like |S|^m for valence m, and a request that large is better served by feynmlp.taylor.
 _MAX_SUBSET = 200_000
@@ -194,8 +196,10 @@ def subset_series(weights, biases, hidden_activations, output_activation, points
     batch = points.shape[0]
     widths = [w.shape[0] for w in weights]
     columns, order, itemsize = len(subset), subset.order, np.dtype(dtype).itemsize
-    chunk = int(max(1, min(batch, _CHUNK_BYTES // (max(widths) * columns * itemsize))))
-    working = chunk * max(widths) * (3 * columns + order + 1) * itemsize
+    block = int(max(1, min(batch, _BLOCK_BYTES // (max(widths) * columns * itemsize))))
+    # Per thread and point of a block: two series, the composed series, the derivatives (as
+    # computed and transposed) and the values of the widest layer.
+    working = threads.count() * block * max(widths) * (3 * columns + 2 * (order + 1) + 1) * itemsize
     memory.check(batch * widths[-1] * columns * itemsize, itemsize, subset.table_bytes(), working,
                  f"an operator of order {order} over {columns} multi-indices for {batch} point(s)",
                  "use fewer points per call", f"{columns} multi-indices per output and point, ")
@@ -206,6 +210,10 @@ def subset_series(weights, biases, hidden_activations, output_activation, points
     result = np.empty((batch, widths[-1], columns), dtype=dtype)
 
     def push(lo, hi):
+        for start in range(lo, hi, block):
+            push_block(start, min(hi, start + block))
+
+    def push_block(lo, hi):
         first = weights[0]
         series = workspace.array(("subset", 0), (hi - lo, columns, first.shape[0]), dtype)
         series[:, 0, :] = points[lo:hi] @ first.T + biases[0]
@@ -223,8 +231,7 @@ def subset_series(weights, biases, hidden_activations, output_activation, points
         result[lo:hi] = series.transpose(0, 2, 1)
 
     with threads.single_blas_thread():
-        for start in range(0, batch, chunk):
-            threads.run_blocks(push, (), min(batch, start + chunk), start=start)
+        threads.run_blocks(push, (), batch)
     return result
 
 
