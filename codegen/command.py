@@ -15,6 +15,7 @@ from pathlib import Path
 from ..activation_names import BUILTIN_ACTIVATIONS, RELU_LIKE
 from ..errors import FeynmlpError, UnsupportedActivationError
 from ..kernels import MAX_ORDER, validate_order
+from .operator_generate import check_operators, write_operators
 from .generate import check_kernels, default_output_folder, refresh_command, shipped_requests, write_kernels
 
 CLI_DESCRIPTION = """\
@@ -46,7 +47,8 @@ def add_arguments(parser) -> None:
                         help=f"activation of the hidden layers: {', '.join(BUILTIN_ACTIVATIONS)} "
                              f"({', '.join(RELU_LIKE)} for order 1)")
     parser.add_argument("--all", action="store_true",
-                        help="every shipped kernel: orders 1-4 for every built-in activation")
+                        help="every shipped kernel: orders 1-4 for every built-in activation, and the "
+                             "collapsed rules of the Laplacian and the biharmonic")
     parser.add_argument("--out", metavar="DIR", type=Path,
                         help="output folder (default: feynmlp's own generated/ folder)")
     parser.add_argument("--check", action="store_true",
@@ -76,6 +78,8 @@ def run(args) -> int:
     started = time.perf_counter()
     if args.check:
         diffs = check_kernels(requests, folder, progress=not args.quiet)
+        if args.all:
+            diffs += check_operators(folder)
         if diffs:
             print("".join(diffs))
             print(f"generate-kernels: {len(diffs)} file(s) in {folder} are stale; refresh them with: {refresh}")
@@ -84,6 +88,8 @@ def run(args) -> int:
             print(f"generate-kernels: {len(requests)} kernel(s) in {folder} are up to date")
         return 0
     changed = write_kernels(requests, folder, progress=not args.quiet)
+    if args.all:  # the collapsed operator rules ship beside the Taylor kernels
+        changed += write_operators(folder)
     if not args.quiet:
         print(f"generate-kernels: {len(requests)} kernel(s) derived in {time.perf_counter() - started:.1f} s; "
               f"{len(changed)} file(s) written to {folder}" + (f": {', '.join(changed)}" if changed else " (all current)"))

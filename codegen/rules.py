@@ -56,8 +56,13 @@ on (236, 2752, 39208 trees) the listing shows one representative per unlabelled 
 90 shapes) with its number of labellings; --all-trees lists every tree anyway (text and latex
 up to order 6), --by-shape groups at lower orders too. Orders above {MAX_ORDER} are refused.
 
+With --operator laplacian|biharmonic (instead of --order): the rules each neuron follows to
+carry its gradient and the operator (and for the biharmonic its Hessian and L3) through the
+network, and the operator's diagrams grouped by the paired indices.
+
 Examples:
   feynmlp rules --order 3
+  feynmlp rules --operator biharmonic --format latex --out biharmonic.tex
   feynmlp rules --order 3 --depth 3 --expand-layers
   feynmlp rules --order 4 --format latex --out rules4.tex && pdflatex rules4.tex
   feynmlp rules --order 5 --format png --out order5.png
@@ -66,8 +71,11 @@ Examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the `rules` options to `parser`."""
-    parser.add_argument("--order", "-k", type=int, required=True, metavar="K",
+    parser.add_argument("--order", "-k", type=int, default=None, metavar="K",
                         help=f"derivative order k, 1..{MAX_ORDER} (k = 1: the Jacobian)")
+    parser.add_argument("--operator", choices=("laplacian", "biharmonic"), default=None,
+                        help="instead of one order: the collapsed per-neuron rules of an operator and its "
+                             "diagrams grouped by the paired indices")
     parser.add_argument("--format", "-f", choices=("text", "latex", "png"), default="text",
                         help="output format (default: text)")
     parser.add_argument("--out", "-o", metavar="FILE", default=None,
@@ -88,6 +96,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _validate(args: argparse.Namespace) -> None:
+    if args.operator is not None:
+        if args.order is not None:
+            raise FeynmlpError(f"--operator {args.operator} fixes the order; drop --order")
+        return
+    if args.order is None:
+        raise FeynmlpError("give --order K (the rules of one order) or --operator laplacian|biharmonic")
     order, depth = args.order, args.depth
     if order < 1:
         raise FeynmlpError(f"--order must be at least 1 (the first derivative), got {order}")
@@ -137,6 +151,8 @@ def _write_atomically(target: str, write) -> None:
 def run(args: argparse.Namespace) -> int:
     """Produce the requested listing; returns 0 (errors raise FeynmlpError)."""
     _validate(args)
+    if args.operator is not None:
+        return _run_operator(args)
     order, depth, fmt = args.order, args.depth, args.format
     out = args.out
     if fmt == "png" and out is None:
@@ -166,6 +182,30 @@ def run(args: argparse.Namespace) -> int:
 
     make = rules_latex if fmt == "latex" else rules_text
     text = make(order, depth, by_shape=args.by_shape, expand_layers=args.expand_layers)
+    if target is None or target == STDOUT:
+        sys.stdout.write(text)
+        return 0
+    _write_atomically(target, lambda fh: fh.write(text.encode("utf-8")))
+    _report(target, regular)
+    return 0
+
+
+def _run_operator(args: argparse.Namespace) -> int:
+    """The collapsed rules of --operator, as text, LaTeX or a PNG of its diagram classes."""
+    from . import operator_listing
+
+    operator, fmt, out = args.operator, args.format, args.out
+    if fmt == "png" and out is None:
+        out = f"feynmlp-rules-{operator}.png"
+    target, regular = _target(out) if out is not None else (None, False)
+    if fmt == "png":
+        from .diagram_drawing import write_png_grid
+
+        entries, title = operator_listing.png_entries(operator)
+        _write_atomically(target, lambda fh: write_png_grid(entries, fh, title=title))
+        _report(target, regular)
+        return 0
+    text = (operator_listing.rules_latex if fmt == "latex" else operator_listing.rules_text)(operator)
     if target is None or target == STDOUT:
         sys.stdout.write(text)
         return 0

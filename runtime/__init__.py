@@ -19,6 +19,8 @@ from .errors import (
 )
 from .mlp import MLP
 from .model_io import load, read_metadata, save
+from .operator_terms import SparseExpansion, divergence, operator
+from .operators import biharmonic, laplacian
 from .taylor import DiagramContribution, TaylorExpansion, diagram_contributions, directional, taylor
 
 __all__ = [
@@ -36,6 +38,11 @@ __all__ = [
     "taylor",
     "directional",
     "diagram_contributions",
+    "laplacian",
+    "biharmonic",
+    "operator",
+    "divergence",
+    "SparseExpansion",
     "TaylorExpansion",
     "DiagramContribution",
 ]

@@ -514,7 +514,7 @@ def _activations(mlp: MLP, order: int):
 # ----------------------------------------------------------------------------- public API
 
 def taylor(mlp: MLP, x, order: int, wrt=None, dtype=np.float64, scheme: str = "auto",
-           nonfinite: str = "raise") -> TaylorExpansion:
+           nonfinite: str = "raise", indices=None) -> TaylorExpansion:
     """All Taylor coefficients d^alpha f(x) / alpha! with |alpha| <= order.
 
     Args:
@@ -529,13 +529,23 @@ def taylor(mlp: MLP, x, order: int, wrt=None, dtype=np.float64, scheme: str = "a
         nonfinite: "raise" (default): finite inputs whose coefficients overflow inside the
             network (an exp layer with large pre-activations, say) give a FeynmlpError naming
             the first such coefficient; "propagate": return them as inf/NaN.
+        indices: a list of multi-indices (tuples of n_in exponents, each |alpha| <= order) to
+            compute instead of all of them; only those below them are pushed through the
+            network (feynmlp.operator_terms).
 
     Returns:
         a TaylorExpansion; `.coefficients` has shape (batch, n_out, M) (or (n_out, M) for one
-        point) with M = C(n + K, K), n = len(wrt).
+        point) with M = C(n + K, K), n = len(wrt). With indices, a feynmlp.SparseExpansion
+        whose `.coefficients` has one column per listed multi-index, in the order given.
     """
     mlp = _check_mlp(mlp)
     order = validate_order(order)
+    if indices is not None:
+        if wrt is not None or scheme != "auto":
+            raise FeynmlpError("indices= names the multi-indices themselves; drop wrt= and scheme= when using it")
+        from .operator_terms import sparse_taylor
+
+        return sparse_taylor(mlp, x, order, indices, dtype=dtype, nonfinite=nonfinite)
     dtype = _check_dtype(dtype)
     points, single = _check_points(x, mlp.n_inputs, dtype=dtype)
     variables = _check_wrt(wrt, mlp.n_inputs)

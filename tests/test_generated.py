@@ -26,7 +26,8 @@ def test_generation_is_deterministic_across_hash_seeds(tmp_path):
                         "--quiet", "--out", str(folder)], check=True, env=env)
         outputs.append({p.name: p.read_bytes() for p in sorted(folder.iterdir())})
     assert outputs[0] == outputs[1]
-    assert len(outputs[0]) == len(generate.shipped_requests()) + 2  # + gelu order 6 + manifest
+    # + gelu order 6 + manifest, + the two operator rule modules and their manifest
+    assert len(outputs[0]) == len(generate.shipped_requests()) + 2 + 3
 
 
 def test_every_generated_file_has_header_and_manifest_entry():

@@ -44,6 +44,10 @@ if case["kind"] == "directional":
     call = lambda rows: feynmlp.directional(mlp, np.zeros(n), x[:rows], case["order"])
 elif case["kind"] == "taylor":
     call = lambda rows: feynmlp.taylor(mlp, x[:rows], case["order"], scheme=case["scheme"]).coefficients
+elif case["kind"] in ("laplacian", "biharmonic"):
+    call = lambda rows: getattr(feynmlp, case["kind"])(mlp, x[:rows])
+elif case["kind"] == "operator":
+    call = lambda rows: feynmlp.operator(mlp, x[:rows], {tuple(term): 1.0 for term in case["terms"]})
 else:
     # TaylorExpansion's guards: the estimate is the one its plan method returns for the call.
     expansion = feynmlp.taylor(mlp, np.zeros(n), case["order"])
@@ -94,6 +98,12 @@ CASES = {
                                                warm=0),
     "taylor order 4, top vertex, 60 points": dict(kind="taylor", order=4, n=32, width=64, outputs=1, batch=60,
                                                  scheme="auto"),
+    "laplacian, 20k points": dict(kind="laplacian", n=32, width=64, outputs=1, batch=20_000),
+    "biharmonic, 2000 points, 0.05 GB": dict(kind="biharmonic", n=32, width=64, outputs=2, batch=2000, budget="0.05"),
+    "operator of order 3 (downward-closed set), 20k points": dict(
+        kind="operator", n=8, width=64, outputs=1, batch=20_000, terms=[[3, 0, 0, 0, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0, 0, 0]]),
+    "second-order operator, 20k points": dict(kind="operator", n=8, width=64, outputs=1, batch=20_000,
+                                              terms=[[1, 1, 0, 0, 0, 0, 0, 0], [0, 0, 2, 0, 0, 0, 0, 0]]),
 }
 
 

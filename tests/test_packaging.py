@@ -28,7 +28,9 @@ def test_wheel_has_one_namespace_with_kernels_and_templates(wheel):
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top == {"feynmlp"}, top
     for required in ("feynmlp/__init__.py", "feynmlp/codegen/generate.py", "feynmlp/generated/tanh_order3.py",
-                     "feynmlp/generated/manifest.json", "feynmlp/templates/kernel_module.py.jinja",
+                     "feynmlp/generated/manifest.json", "feynmlp/generated/operator_manifest.json",
+                     "feynmlp/generated/laplacian_operator.py", "feynmlp/templates/operator_module.py.jinja",
+                     "feynmlp/templates/kernel_module.py.jinja",
                      "feynmlp/born/__init__.py"):
         assert required in names, required
 
