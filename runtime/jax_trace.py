@@ -193,7 +193,7 @@ class _Reader:
             result = self.run_call(inner, inner_env_consts, chain_position, values)
             env[eqn.outvars[0]] = result
             return index + 1
-        raise self.refuse(eqn, f"on the value computed from the input is not read (feynmlp reads linear "
+        raise self.refuse(eqn, "on the value computed from the input is not read (feynmlp reads linear "
                                "layers, scalings by constants and the registry's activations)")
 
     def run_call(self, inner: Any, consts: list[Any], chain_position: int, values: list[Any]) -> Any:

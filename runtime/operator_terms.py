@@ -23,9 +23,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from . import memory, multi_index, taylor as _taylor, threads, workspace
+from . import memory, multi_index, push, taylor as _taylor, threads
 from .errors import FeynmlpError, ResourceLimitError
-from .kernels import MAX_ORDER, call_kernel, is_sympy_expression, resolve_kernels
+from .kernels import MAX_ORDER, is_sympy_expression, resolve_kernels
 from .mlp import MLP
 
 # The series of one block of points a thread takes through all layers at a time (as in
@@ -205,49 +205,20 @@ def subset_series(weights, biases, hidden_activations, output_activation, points
     kernels = resolve_kernels(hidden_activations, output_activation, order)
     weights = [np.asarray(w, dtype=dtype) for w in weights]
     biases = [np.asarray(b, dtype=dtype) for b in biases]
-    variables, n_v = subset.variables, subset.variables.size
+    variables = subset.variables
     result = np.empty((batch, widths[-1], columns), dtype=dtype)
 
-    def push(lo, hi):
+    def push_blocks(lo, hi):
         for start in range(lo, hi, block):
             push_block(start, min(hi, start + block))
 
     def push_block(lo, hi):
-        first = weights[0]
-        series = workspace.array(("subset", 0), (hi - lo, columns, first.shape[0]), dtype)
-        series[:, 0, :] = points[lo:hi] @ first.T + biases[0]
-        series[:, 1:1 + n_v, :] = first[:, variables].T[None, :, :]
-        series[:, 1 + n_v:, :] = 0.0
-        for layer in range(1, len(weights)):
-            series = _compose(series, kernels.compose[layer - 1], subset)
-            weight = weights[layer]
-            out = workspace.array(("subset", layer % 2), (hi - lo, columns, weight.shape[0]), dtype)
-            np.matmul(series.reshape(-1, series.shape[2]), weight.T, out=out.reshape(-1, weight.shape[0]))
-            out[:, 0, :] += biases[layer]
-            series = out
-        if kernels.output is not None:
-            series = _compose(series, kernels.output, subset)
+        series, _ = push.push(weights, biases, kernels, points[lo:hi], order, variables, dtype, subset=subset)
         result[lo:hi] = series.transpose(0, 2, 1)
 
     with threads.single_blas_thread():
-        threads.run_blocks(push, (), batch)
+        threads.run_blocks(push_blocks, (), batch)
     return result
-
-
-def _compose(series, module, subset: Subset):
-    """The activation applied to the series over S (module: the Taylor kernel of S's order)."""
-    points, columns, neurons = series.shape
-    values = np.ascontiguousarray(series[:, 0, :]).reshape(-1)
-    flat = workspace.array("subset derivatives flat", (values.size, module.ORDER + 1), series.dtype)
-    call_kernel(module, "taylor_derivatives", values, flat)
-    derivatives = np.ascontiguousarray(flat.reshape(points, neurons, -1).transpose(0, 2, 1))
-    out = workspace.array("subset composed", series.shape, series.dtype)
-    if subset.order == 1:
-        out[:, 0, :] = derivatives[:, 0, :]
-        np.multiply(series[:, 1:, :], derivatives[:, 1:2, :], out=out[:, 1:, :])
-    else:
-        call_kernel(module, "compose_multivariate", series, derivatives, out, *subset.tables)
-    return out
 
 
 # ----------------------------------------------------------------------------- public API

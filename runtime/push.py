@@ -22,7 +22,7 @@ import numpy as np
 from . import multi_index, workspace
 from .kernels import Kernels, call_kernel
 
-def push(weights, biases, kernels: Kernels, points, order, variables, dtype, stack=None, wide=None):
+def push(weights, biases, kernels: Kernels, points, order, variables, dtype, stack=None, wide=None, subset=None):
     """Forward series (points, M, n_out) up to `order` (M = multi_index.count(n, order)), and per
     hidden layer the activation's derivatives s^(m)(z0)/m!, m = 0 .. the order D of
     kernels.derivatives, (points, D + 1, neurons), or None where `wide` holds them.
@@ -32,14 +32,22 @@ def push(weights, biases, kernels: Kernels, points, order, variables, dtype, sta
     all hidden neurons), the derivatives are written there, layer by layer, and kept per layer
     only where a vertex layer of order >= 2 reads them.
 
+    With subset (a feynmlp.operator_terms.Subset: a downward-closed set S of multi-indices, the
+    constant first and the variables' first orders next, and its vertex tables), only the
+    coefficients of S are pushed (M = |S|): exact for every member of S, as a coefficient of
+    s(p(x)) depends only on the coefficients of p at multi-indices below it.
+
     One block per point, neurons innermost: the vertex kernels vectorise over the neurons, the
     affine maps are one matrix product over all points and coefficients, and the top-vertex
     contractions read each point's block without a transpose. The series returned is a
     feynmlp.workspace array: valid until the next expansion on this thread.
     """
     n_vars = variables.size
-    columns = multi_index.count(n_vars, order)
-    tables = multi_index.vertex_tables(n_vars, order) if order > 1 else ()
+    if subset is None:
+        columns = multi_index.count(n_vars, order)
+        tables = multi_index.vertex_tables(n_vars, order) if order > 1 else ()
+    else:
+        columns, tables = len(subset), subset.tables
     first = np.asarray(weights[0], dtype=dtype)
     series = workspace.array(("series", 0), (points.shape[0], columns, first.shape[0]), dtype)
     series[:, 0, :] = points @ first.T + np.asarray(biases[0], dtype=dtype)

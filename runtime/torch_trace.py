@@ -24,14 +24,13 @@ from __future__ import annotations
 import operator
 import os
 import re
-import sys
 from typing import Any
 
 import numpy as np
 
 from .activation_names import short_repr
 from .errors import FeynmlpError
-from .layer_chain import Activation, Dense, Scale, build_mlp, float_array
+from .layer_chain import Activation, Dense, Scale, build_mlp
 
 __all__ = ["read_module"]
 
@@ -172,7 +171,6 @@ class _Interpreter:
         return self.steps
 
     def visit(self, node: Any) -> None:
-        nn = self.nn
         if node.op == "placeholder":
             if self.latest is not None:
                 raise self.refuse(node, f"is a second input of forward{_definition(self.module)}; an MLP has one input, the "
