@@ -84,7 +84,13 @@ def make_dataset(size, grid=64, R=1.0, seed=0, families=None, depth_range=None, 
             bar.update(stop - start)
     finally:
         bar.close()
-    metadata = {
+    metadata = dataset_metadata(size, grid, R, seed, weights, depth_range, repulsive, shallow, a_max, order)
+    return {"U": U, "a": a, "born": born, "family": labels}, metadata
+
+
+def dataset_metadata(size, grid, R, seed, weights, depth_range, repulsive, shallow, a_max, order) -> dict:
+    """The metadata of a data set, from its checked arguments (JSON-serialisable)."""
+    return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "feynmlp_version": _version(),
@@ -105,7 +111,6 @@ def make_dataset(size, grid=64, R=1.0, seed=0, families=None, depth_range=None, 
         "units": "hbar = 2 mu = 1: U = 2 mu V / hbar^2 in 1/length^2; R and a in one length unit",
         "arrays": {k: _ARRAY_DOCS[k] for k in _ARRAYS},
     }
-    return {"U": U, "a": a, "born": born, "family": labels}, metadata
 
 
 def _progress_bar(enabled: bool, total: int):

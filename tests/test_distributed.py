@@ -26,11 +26,18 @@ from helpers.networks import random_mlp  # noqa: E402
 def client():
     """A LocalCluster of two worker processes with one thread each, started once for the module."""
     cluster = distributed.LocalCluster(processes=True, n_workers=2, threads_per_worker=1,
-                                       dashboard_address=None, silence_logs=40)
+                                       dashboard_address=":0", silence_logs=40)
     client = distributed.Client(cluster)
     yield client
     client.close()
     cluster.close()
+
+
+@pytest.fixture
+def cli_main():
+    import feynmlp.cli as cli
+
+    return cli.main
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +207,119 @@ def test_worker_killed_mid_computation(client, network):
     result = future.result(timeout=120)
     assert victim not in client.scheduler_info()["workers"] or client.run(os.getpid).get(victim) != pids[victim]
     assert_eq(result, feynmlp.taylor(network, x, 4).coefficients)
+
+
+# ----------------------------------------------------------------------------- Born data sets in Zarr
+
+zarr = pytest.importorskip("zarr")
+from feynmlp.born import load_zarr_dataset, make_dataset, write_zarr_dataset  # noqa: E402
+from feynmlp.born.zarr_dataset import chunk_seed  # noqa: E402
+
+_SET = dict(size=700, grid=8, R=1.5, seed=5, order=2)
+
+
+def _arrays(path):
+    group = zarr.open_group(str(path), mode="r")
+    return {name: np.asarray(group[name][:]) for name in ("U", "a", "born", "family", "done")}
+
+
+def _assert_same(first, second):
+    assert first.keys() == second.keys()
+    for name in first:
+        np.testing.assert_array_equal(first[name], second[name], err_msg=name)
+
+
+def test_zarr_one_chunk_is_the_npz_data_set(tmp_path):
+    write_zarr_dataset(tmp_path / "one.zarr", chunk_size=1000, **_SET)
+    arrays, metadata = load_zarr_dataset(tmp_path / "one.zarr")
+    expected, expected_metadata = make_dataset(**_SET)
+    for name in expected:
+        np.testing.assert_array_equal(arrays[name], expected[name], err_msg=name)
+    assert {k: metadata[k] for k in expected_metadata} == json_roundtrip(expected_metadata)
+    assert metadata["chunk_size"] == 1000
+
+
+def json_roundtrip(value):
+    import json
+    return json.loads(json.dumps(value))
+
+
+def test_zarr_rows_independent_of_workers_and_scheduler(tmp_path, client, cli_main, capsys):
+    write_zarr_dataset(tmp_path / "threads.zarr", chunk_size=200, **_SET)
+    write_zarr_dataset(tmp_path / "one-worker.zarr", chunk_size=200, workers=1, **_SET)
+    status = cli_main(["born", "dataset", "--size", "700", "--grid", "8", "--range", "1.5", "--seed", "5",
+                       "--order", "2", "--chunk-size", "200", "--scheduler", client.scheduler.address,
+                       "--out", str(tmp_path / "two-workers.zarr")])
+    assert status == 0 and "4 of 4 chunks" in capsys.readouterr().out
+    reference = _arrays(tmp_path / "threads.zarr")
+    _assert_same(_arrays(tmp_path / "one-worker.zarr"), reference)
+    _assert_same(_arrays(tmp_path / "two-workers.zarr"), reference)
+    assert reference["done"].all() and zarr.open_group(str(tmp_path / "two-workers.zarr")).attrs["complete"] is True
+    # Chunk i holds the in-memory data set of its rows drawn with the chunk's seed; labels
+    # checked against the closed form a_1 = sum_n U_n (r_n^3 - r_{n-1}^3) / 3.
+    for i, (lo, hi) in enumerate([(0, 200), (200, 400), (400, 600), (600, 700)]):
+        part, _ = make_dataset(hi - lo, grid=8, R=1.5, seed=chunk_seed(5, i), order=2)
+        np.testing.assert_array_equal(reference["U"][lo:hi], part["U"])
+    r = 1.5 * np.arange(9) / 8
+    np.testing.assert_allclose(reference["born"][:, 0], reference["U"] @ ((r[1:] ** 3 - r[:-1] ** 3) / 3),
+                               rtol=1e-12, atol=1e-300)
+    assert len({tuple(reference["U"][i]) for i in range(700)}) == 700  # no chunk repeats another
+
+
+def test_zarr_half_written_store_resumes(tmp_path):
+    path = tmp_path / "set.zarr"
+    write_zarr_dataset(path, chunk_size=300, **_SET)
+    complete = _arrays(path)
+    # Interrupt by hand: chunk 1 overwritten with garbage and not marked done, complete unset.
+    group = zarr.open_group(str(path), mode="r+")
+    group.attrs["complete"] = False
+    group["done"][1] = False
+    group["U"][300:600] = np.nan
+    group["a"][300:600] = 1e9
+    with pytest.raises(feynmlp.FeynmlpError, match="half-written"):
+        load_zarr_dataset(path)
+    result = write_zarr_dataset(path, chunk_size=300, **_SET)
+    assert result["written"] == 1 and result["chunks"] == 3
+    _assert_same(_arrays(path), complete)
+    assert zarr.open_group(str(path)).attrs["complete"] is True
+    assert write_zarr_dataset(path, chunk_size=300, **_SET)["written"] == 0
+
+
+def test_zarr_store_of_another_data_set_is_refused_unchanged(tmp_path, cli_main, capsys):
+    path = tmp_path / "set.zarr"
+    write_zarr_dataset(path, chunk_size=300, **_SET)
+    before = _arrays(path)
+    for change, what in ((dict(seed=6), "seed is 5, this run's is 6"), (dict(chunk_size=250), "chunk_size"),
+                         (dict(grid=9), "grid")):
+        arguments = {**_SET, "chunk_size": 300, **change}
+        with pytest.raises(feynmlp.FeynmlpError, match=f"already holds a different data set: its {what}"):
+            write_zarr_dataset(path, **arguments)
+    _assert_same(_arrays(path), before)
+    status = cli_main(["born", "dataset", "--size", "700", "--grid", "8", "--seed", "1", "--out", str(path)])
+    err = capsys.readouterr().err
+    assert status == 2 and "different data set" in err and len(err.strip().splitlines()) == 1
+    other = zarr.open_group(str(tmp_path / "other.zarr"), mode="w")
+    other.attrs["title"] = "not ours"
+    with pytest.raises(feynmlp.FeynmlpError, match="does not hold a feynmlp Born data set"):
+        write_zarr_dataset(tmp_path / "other.zarr", **_SET)
+
+
+def test_unreachable_scheduler_fails_within_seconds(tmp_path, cli_main, capsys):
+    import socket
+
+    with socket.socket() as probe:  # a port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    status = cli_main(["born", "dataset", "--size", "10", "--out", str(tmp_path / "x.zarr"),
+                       "--scheduler", f"tcp://127.0.0.1:{port}"])
+    elapsed = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert status == 2 and "cannot reach the Dask scheduler" in err and len(err.strip().splitlines()) == 1
+    assert elapsed < 15 and not (tmp_path / "x.zarr").exists()
+
+
+def test_zarr_options_refused_for_npz(tmp_path, cli_main, capsys):
+    status = cli_main(["born", "dataset", "--size", "10", "--out", str(tmp_path / "x.npz"), "--workers", "2"])
+    assert status == 2 and "--workers: only for Zarr output" in capsys.readouterr().err
+    assert not (tmp_path / "x.npz").exists()
