@@ -211,14 +211,20 @@ def test_worker_killed_mid_computation(client, network):
 
 # ----------------------------------------------------------------------------- Born data sets in Zarr
 
-zarr = pytest.importorskip("zarr")
 from feynmlp.born import load_zarr_dataset, make_dataset, write_zarr_dataset  # noqa: E402
 from feynmlp.born.zarr_dataset import chunk_seed  # noqa: E402
+
+
+@pytest.fixture
+def zarr():
+    return pytest.importorskip("zarr")  # Zarr 3 needs Python >= 3.11 (see pyproject.toml)
 
 _SET = dict(size=700, grid=8, R=1.5, seed=5, order=2)
 
 
 def _arrays(path):
+    import zarr
+
     group = zarr.open_group(str(path), mode="r")
     return {name: np.asarray(group[name][:]) for name in ("U", "a", "born", "family", "done")}
 
@@ -229,7 +235,7 @@ def _assert_same(first, second):
         np.testing.assert_array_equal(first[name], second[name], err_msg=name)
 
 
-def test_zarr_one_chunk_is_the_npz_data_set(tmp_path):
+def test_zarr_one_chunk_is_the_npz_data_set(tmp_path, zarr):
     write_zarr_dataset(tmp_path / "one.zarr", chunk_size=1000, **_SET)
     arrays, metadata = load_zarr_dataset(tmp_path / "one.zarr")
     expected, expected_metadata = make_dataset(**_SET)
@@ -244,7 +250,7 @@ def json_roundtrip(value):
     return json.loads(json.dumps(value))
 
 
-def test_zarr_rows_independent_of_workers_and_scheduler(tmp_path, client, cli_main, capsys):
+def test_zarr_rows_independent_of_workers_and_scheduler(tmp_path, zarr, client, cli_main, capsys):
     write_zarr_dataset(tmp_path / "threads.zarr", chunk_size=200, **_SET)
     write_zarr_dataset(tmp_path / "one-worker.zarr", chunk_size=200, workers=1, **_SET)
     status = cli_main(["born", "dataset", "--size", "700", "--grid", "8", "--range", "1.5", "--seed", "5",
@@ -266,7 +272,7 @@ def test_zarr_rows_independent_of_workers_and_scheduler(tmp_path, client, cli_ma
     assert len({tuple(reference["U"][i]) for i in range(700)}) == 700  # no chunk repeats another
 
 
-def test_zarr_half_written_store_resumes(tmp_path):
+def test_zarr_half_written_store_resumes(tmp_path, zarr):
     path = tmp_path / "set.zarr"
     write_zarr_dataset(path, chunk_size=300, **_SET)
     complete = _arrays(path)
@@ -285,7 +291,7 @@ def test_zarr_half_written_store_resumes(tmp_path):
     assert write_zarr_dataset(path, chunk_size=300, **_SET)["written"] == 0
 
 
-def test_zarr_store_of_another_data_set_is_refused_unchanged(tmp_path, cli_main, capsys):
+def test_zarr_store_of_another_data_set_is_refused_unchanged(tmp_path, zarr, cli_main, capsys):
     path = tmp_path / "set.zarr"
     write_zarr_dataset(path, chunk_size=300, **_SET)
     before = _arrays(path)
@@ -304,7 +310,7 @@ def test_zarr_store_of_another_data_set_is_refused_unchanged(tmp_path, cli_main,
         write_zarr_dataset(tmp_path / "other.zarr", **_SET)
 
 
-def test_unreachable_scheduler_fails_within_seconds(tmp_path, cli_main, capsys):
+def test_unreachable_scheduler_fails_within_seconds(tmp_path, zarr, cli_main, capsys):
     import socket
 
     with socket.socket() as probe:  # a port that nothing listens on
