@@ -48,11 +48,15 @@ def _expansions():
 
 
 def _dask_array():
-    try:
-        import dask.array as da
-    except ImportError:  # pragma: no cover - only without the extra
-        raise FeynmlpError("Dask arrays need dask: pip install 'feynmlp[distributed]'") from None
+    import dask.array as da  # an argument is a dask array, so Dask is installed
+
     return da
+
+
+def tokenize(*values) -> str:
+    from dask.base import tokenize as dask_tokenize
+
+    return dask_tokenize(*values)
 
 
 # ----------------------------------------------------------------------------- the payload
@@ -234,7 +238,7 @@ def taylor(mlp, x, order, wrt=None, dtype=np.float64, scheme="auto", nonfinite="
     columns = multi_index.count(len(variables), order)
     coefficients = da.map_blocks(task, points, dtype=dtype, meta=np.empty((0, 0, 0), dtype=dtype),
                                  chunks=(points.chunks[0], (mlp.n_outputs,), (columns,)), new_axis=2,
-                                 name="feynmlp-taylor-" + da.core.tokenize(task, points))
+                                 name="feynmlp-taylor-" + tokenize(task, points))
     return DaskTaylorExpansion(coefficients, points, order, variables, mlp.n_inputs, single)
 
 
@@ -268,7 +272,7 @@ def directional(mlp, x, v, order, dtype=np.float64, nonfinite="raise"):
                      tuple(a.dtype.str for a in arrays), ("x", "v"))
     series = da.map_blocks(task, *arrays, dtype=dtype, meta=np.empty((0, 0, 0), dtype=dtype),
                            chunks=(chunks, (mlp.n_outputs,), (order + 1,)), new_axis=2,
-                           name="feynmlp-directional-" + da.core.tokenize(task, *arrays))
+                           name="feynmlp-directional-" + tokenize(task, *arrays))
     return series[0] if all(singles) else series
 
 

@@ -14,12 +14,19 @@ import pytest
 
 da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("dask.distributed")
-from dask.array.utils import assert_eq  # noqa: E402
+from dask.array.utils import assert_eq as _dask_assert_eq  # noqa: E402
 
 import feynmlp  # noqa: E402
 from feynmlp import forward  # noqa: E402
 from feynmlp import distributed as fd  # noqa: E402
 from helpers.networks import random_mlp  # noqa: E402
+
+
+def assert_eq(lazy, expected, **kwargs):
+    """dask's assert_eq (chunks, dtype and meta checked against the computed blocks), to
+    rounding: the in-memory expansion splits its points over threads differently, and BLAS
+    rounds blocks of other sizes differently in the last bit."""
+    _dask_assert_eq(lazy, expected, rtol=1e-12, atol=1e-12, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +113,28 @@ def test_threaded_scheduler(network):
     ref = feynmlp.taylor(network, x, 2, wrt=[0, 2])
     assert_eq(lazy.coefficients, ref.coefficients, scheduler="threads")
     assert_eq(lazy.hessian, ref.hessian, scheduler="threads")
+
+
+def test_directional_with_two_dask_arrays_of_different_chunks(network):
+    x, v = _points(30, seed=13), _points(30, seed=14)
+    lazy = feynmlp.directional(network, da.from_array(x, chunks=(7, 3)), da.from_array(v, chunks=(11, 2)), 3)
+    assert lazy.chunks[0] == (7, 7, 7, 7, 2)
+    assert_eq(lazy, feynmlp.directional(network, x, v, 3), scheduler="threads")
+
+
+def test_thread_limit_is_per_thread_and_restored():
+    from feynmlp import threads
+
+    outside = threads.count()
+    with threads.limited(1):
+        assert threads.count() == 1 and threads.blocks(1000) == [(0, 1000)]
+        seen = []
+        import threading
+        other = threading.Thread(target=lambda: seen.append(threads.count()))
+        other.start()
+        other.join()
+        assert seen == [outside]  # another thread keeps its own count
+    assert threads.count() == outside
 
 
 def test_graph_building_is_lazy_and_fast(monkeypatch, network):
