@@ -136,8 +136,8 @@ class BlockTask:
     """The function Dask runs on each block: a small picklable description of one expansion.
 
     kind: "taylor" or "directional"; declared: the dtypes the input dask arrays declare, one
-    per array argument (a block whose real dtype differs is refused); single: per argument,
-    True if it is one vector broadcast over the other's rows. The rest as in feynmlp.taylor.
+    per array argument (a block whose real dtype differs is refused); names: the arguments'
+    names in error messages ("x", "v"). The rest as in feynmlp.taylor.
     """
 
     spec: ModelSpec
@@ -161,8 +161,8 @@ class BlockTask:
             if block.dtype != np.dtype(declared):
                 raise FeynmlpError(
                     f"{name}: a block ({where}) holds dtype {block.dtype} but the dask array declares "
-                    f"{np.dtype(declared).name}; its dtype/meta is wrong: build it with the dtype its blocks "
-                    f"really have, or call .astype('{block.dtype.name}') on the blocks")
+                    f"{np.dtype(declared).name}; declare the dtype its blocks really have (dtype=/meta= where "
+                    "the array is built), or make the blocks match the declared dtype")
             bad = ~np.isfinite(block) if block.dtype.kind == "f" else None
             if bad is not None and bad.any():
                 row, column = (int(i) for i in np.argwhere(bad)[0])
