@@ -220,8 +220,8 @@ def test_payload_is_small_and_workers_build_once(client):
 
 
 def test_worker_killed_mid_computation(client, network):
-    x = _points(4000, seed=12)
-    lazy = feynmlp.taylor(network, da.from_array(x, chunks=50), 4).coefficients
+    x = _points(12000, seed=12)  # 120 blocks: long enough to be caught running
+    lazy = feynmlp.taylor(network, da.from_array(x, chunks=100), 4).coefficients
     future = client.compute(lazy)
     pids = client.run(os.getpid)
     deadline = time.monotonic() + 30
