@@ -118,7 +118,7 @@ def process_report() -> dict:
     """What this process has done for Dask tasks: its pid, the MLPs built from specs
     (models_built), the blocks expanded, the most kernel and BLAS threads one block used, and
     the kernels prepared (compiled or loaded from Numba's cache) so far in this process.
-    On a cluster: client.run(feynmlp.distributed.process_report), one entry per worker."""
+    On a cluster: client.run(process_report), one entry per worker."""
     from . import kernels
 
     with _models_lock:
