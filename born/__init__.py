@@ -11,6 +11,8 @@ In: step potentials U of shape (..., N) (U_n on [(n-1) R/N, n R/N), zero beyond 
   born_kernels(N, R, order, k=None): the derivatives of a (a(k)) at U = 0 (born_series.py);
 - sample_potentials(n, grid, R, seed, ...): random shallow ensembles (potentials.py);
 - make_dataset / write_dataset / load_dataset: labelled .npz data sets (dataset.py);
+  write_zarr_dataset / load_zarr_dataset: the same as a Zarr group written chunk by chunk
+  through Dask, for large sets (zarr_dataset.py; needs the `distributed` extra);
 - potential_to_U / U_to_potential / reduced_mass: MeV and fm (units.py);
 - TrainConfig / train_network / train_ensemble: PyTorch training with the scalings folded
   into the saved networks (training.py; needs the `train` extra);
@@ -46,6 +48,8 @@ _EXPORTS = {
     "write_dataset": "dataset",
     "save_dataset": "dataset",
     "load_dataset": "dataset",
+    "write_zarr_dataset": "zarr_dataset",
+    "load_zarr_dataset": "zarr_dataset",
     "HBARC_MEV_FM": "units",
     "potential_to_U": "units",
     "U_to_potential": "units",

@@ -70,15 +70,25 @@ With --repulsive, square/exponential/gaussian/yukawa get a random overall sign (
 fourier/steps profiles change sign inside the range. The same arguments and --seed always give
 the same file. The file is written atomically: on any error nothing is left behind.
 
+Large sets: --out DIR.zarr writes a Zarr group instead (arrays U, a, born, family, a done
+flag per chunk; the metadata as attributes, the attribute complete = true last), chunk by chunk
+through Dask: --chunk-size rows per task, --workers N for a local cluster of N processes,
+--scheduler ADDRESS for a running one. Chunk i is drawn with its own seed derived from --seed
+and i (chunk 0 with --seed itself), so the rows depend on --seed and --chunk-size only. Run the
+same command again on an interrupted store to finish it; a store holding another data set is
+refused and left as it is. Read it with feynmlp.born.load_zarr_dataset(path) or zarr.
+
 Example: feynmlp born dataset --size 100000 --grid 64 --seed 0 --out data.npz
+         feynmlp born dataset --size 10000000 --workers 2 --out data.zarr
 """
 
 
 def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, required=True, metavar="N_POT",
                         help="number of potentials (rows) to draw")
-    parser.add_argument("--out", required=True, metavar="FILE.npz",
-                        help="output file; must end in .npz, its folder must exist")
+    parser.add_argument("--out", required=True, metavar="FILE.npz|DIR.zarr",
+                        help="output: an .npz file (its folder must exist), or a Zarr store ending in "
+                             ".zarr, written chunk by chunk through Dask (for large sets)")
     parser.add_argument("--grid", type=int, default=64, metavar="N",
                         help="number of steps of each potential (default 64)")
     parser.add_argument("--range", dest="R", type=float, default=1.0, metavar="R",
@@ -108,6 +118,16 @@ def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
                              "to add a(k) = -tan(delta)/k and its Born terms (arrays k, a_k, born_k)")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar (it is shown on stderr only when that is a terminal)")
+    zarr = parser.add_argument_group("Zarr output (--out DIR.zarr; needs pip install 'feynmlp[distributed]')")
+    zarr.add_argument("--chunk-size", type=int, default=None, metavar="ROWS",
+                      help="rows per chunk and per Dask task (default 100000); the rows depend on the seed "
+                           "and the chunk size only, never on where they are computed")
+    zarr.add_argument("--workers", type=int, default=None, metavar="N",
+                      help="start a local Dask cluster of N worker processes (default: Dask's threads in "
+                           "this process)")
+    zarr.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                      help="use the running Dask scheduler at ADDRESS (tcp://host:8786); the .zarr folder "
+                           "must be on a file system every worker sees")
 
 
 def _parse_energies(text):
@@ -129,6 +149,8 @@ def _parse_energies(text):
 
 
 def _run_dataset(args: argparse.Namespace) -> int:
+    from feynmlp.errors import FeynmlpError
+
     from .dataset import write_dataset
 
     families = args.families
@@ -137,6 +159,31 @@ def _run_dataset(args: argparse.Namespace) -> int:
     a_max = args.a_max if args.a_max > 0 else None
     energies = _parse_energies(args.energies)
     start = time.perf_counter()
+    if args.out.rstrip("/").endswith(".zarr"):
+        if energies is not None:
+            raise FeynmlpError("--energies is written to .npz data sets only; give --out ending in .npz, or drop "
+                               "--energies for the Zarr store")
+        from .zarr_dataset import DEFAULT_CHUNK_SIZE, write_zarr_dataset
+
+        result = write_zarr_dataset(
+            args.out, args.size, grid=args.grid, R=args.R, seed=args.seed, families=families,
+            depth_range=(args.depth_min, args.depth_max), repulsive=args.repulsive,
+            shallow=not args.allow_bound, a_max=a_max, order=args.order,
+            chunk_size=DEFAULT_CHUNK_SIZE if args.chunk_size is None else args.chunk_size,
+            workers=args.workers, scheduler=args.scheduler, progress=not args.no_progress)
+        if result["written"] == 0:
+            print(f"{result['path']} already holds this data set, complete; nothing written")
+        else:
+            resumed = result["written"] < result["chunks"]
+            print(f"wrote {result['path']}: {args.size} potentials x {args.grid} steps, exact a and Born terms "
+                  f"a_1..a_{args.order}, {result['written']} of {result['chunks']} chunks"
+                  f"{' (resumed)' if resumed else ''} ({time.perf_counter() - start:.1f} s)")
+        return 0
+    given = [flag for flag, value in (("--chunk-size", args.chunk_size), ("--workers", args.workers),
+                                      ("--scheduler", args.scheduler)) if value is not None]
+    if given:
+        raise FeynmlpError(f"{', '.join(given)}: only for Zarr output; give --out ending in .zarr, or drop "
+                           f"{'it' if len(given) == 1 else 'them'} for an .npz file")
     path = write_dataset(
         args.out, args.size, grid=args.grid, R=args.R, seed=args.seed, families=families,
         depth_range=(args.depth_min, args.depth_max), repulsive=args.repulsive,

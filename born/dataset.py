@@ -108,7 +108,19 @@ def make_dataset(size, grid=64, R=1.0, seed=0, families=None, depth_range=None, 
                 bar.update((stop - start) * k.size)
     finally:
         bar.close()
-    metadata = {
+    metadata = dataset_metadata(size, grid, R, seed, weights, depth_range, repulsive, shallow, a_max, order)
+    arrays = {"U": U, "a": a, "born": born, "family": labels}
+    if k is not None:
+        arrays.update(k=k, a_k=a_k, born_k=born_k)
+        metadata["energies"] = [float(x) for x in k]
+        metadata["energies_unit"] = "wave number k in 1/length (unit of R); energy E = k^2"
+        metadata["arrays"].update({name: _ARRAY_DOCS[name] for name in _ENERGY_ARRAYS})
+    return arrays, metadata
+
+
+def dataset_metadata(size, grid, R, seed, weights, depth_range, repulsive, shallow, a_max, order) -> dict:
+    """The metadata of a data set, from its checked arguments (JSON-serialisable)."""
+    return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "feynmlp_version": _version(),
@@ -129,13 +141,6 @@ def make_dataset(size, grid=64, R=1.0, seed=0, families=None, depth_range=None, 
         "units": "hbar = 2 mu = 1: U = 2 mu V / hbar^2 in 1/length^2; R and a in one length unit",
         "arrays": {name: _ARRAY_DOCS[name] for name in _ARRAYS},
     }
-    arrays = {"U": U, "a": a, "born": born, "family": labels}
-    if k is not None:
-        arrays.update(k=k, a_k=a_k, born_k=born_k)
-        metadata["energies"] = [float(x) for x in k]
-        metadata["energies_unit"] = "wave number k in 1/length (unit of R); energy E = k^2"
-        metadata["arrays"].update({name: _ARRAY_DOCS[name] for name in _ENERGY_ARRAYS})
-    return arrays, metadata
 
 
 def check_energies(energies):

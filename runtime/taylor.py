@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 from typing import Sequence
 
 import numpy as np
@@ -513,6 +514,12 @@ def _activations(mlp: MLP, order: int):
 
 # ----------------------------------------------------------------------------- public API
 
+def is_dask_array(value) -> bool:
+    """True for a dask.array.Array; never imports Dask (such an array means Dask is loaded)."""
+    module = sys.modules.get("dask.array")
+    return module is not None and isinstance(value, module.Array)
+
+
 def taylor(mlp: MLP, x, order: int, wrt=None, dtype=np.float64, scheme: str = "auto",
            nonfinite: str = "raise", indices=None) -> TaylorExpansion:
     """All Taylor coefficients d^alpha f(x) / alpha! with |alpha| <= order.
@@ -536,8 +543,16 @@ def taylor(mlp: MLP, x, order: int, wrt=None, dtype=np.float64, scheme: str = "a
     Returns:
         a TaylorExpansion; `.coefficients` has shape (batch, n_out, M) (or (n_out, M) for one
         point) with M = C(n + K, K), n = len(wrt). With indices, a feynmlp.SparseExpansion
-        whose `.coefficients` has one column per listed multi-index, in the order given.
+        whose `.coefficients` has one column per listed multi-index, in the order given. For a
+        dask array x, a lazy one (feynmlp.distributed.DaskTaylorExpansion) whose arrays are
+        dask arrays.
     """
+    if is_dask_array(x):
+        if indices is not None:
+            raise FeynmlpError("indices= is not available for dask arrays of points; compute the points "
+                               "(x.compute()) or expand all coefficients of the dask array")
+        from . import distributed
+        return distributed.taylor(mlp, x, order, wrt, dtype, scheme, nonfinite)
     mlp = _check_mlp(mlp)
     order = validate_order(order)
     if indices is not None:
@@ -566,8 +581,12 @@ def directional(mlp: MLP, x, v, order: int, dtype=np.float64, nonfinite: str = "
 
     x and v are (n_in,) or (batch, n_in) and broadcast against each other. Returns
     (batch, n_out, order + 1), or (n_out, order + 1) when both are single vectors. For the Born
-    series, the k-th Born term of a potential U is directional(mlp, 0, U, K)[..., k].
+    series, the k-th Born term of a potential U is directional(mlp, 0, U, K)[..., k]. If x or v
+    is a dask array, the result is a lazy dask array (feynmlp.distributed).
     """
+    if is_dask_array(x) or is_dask_array(v):
+        from . import distributed
+        return distributed.directional(mlp, x, v, order, dtype, nonfinite)
     mlp = _check_mlp(mlp)
     order = validate_order(order)
     dtype = _check_dtype(dtype)

@@ -16,14 +16,36 @@ from .once import once
 
 def count() -> int:
     """Worker threads: Numba's thread count (NUMBA_NUM_THREADS, by default every core), at most
-    the cores this process may run on (taskset, container limits)."""
+    the cores this process may run on (taskset, container limits), and at most the limit that
+    limited() sets for the calling thread."""
     import numba
 
     try:
         allowed = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - not on Linux
         allowed = os.cpu_count() or 1
-    return max(1, min(numba.config.NUMBA_NUM_THREADS, allowed))
+    limit = getattr(_limit, "threads", None) or allowed
+    return max(1, min(numba.config.NUMBA_NUM_THREADS, allowed, limit))
+
+
+@contextlib.contextmanager
+def limited(threads: int):
+    """Context: feynmlp calls made by this thread use at most `threads` worker threads.
+
+    For callers that bring their own parallelism (a Dask worker runs one task per thread): each
+    task then expands its block of points on its own thread instead of starting a thread team
+    per task, which would put threads x tasks kernel threads on the cores.
+    """
+    previous = getattr(_limit, "threads", None)
+    _limit.threads = max(1, int(threads))
+    try:
+        yield
+    finally:
+        _limit.threads = previous
+
+
+# The per-thread ceiling of limited(); unset means no ceiling beyond the cores.
+_limit = threading.local()
 
 
 def blocks(points: int, start: int = 0) -> list[tuple[int, int]]:

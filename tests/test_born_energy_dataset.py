@@ -104,3 +104,12 @@ def test_cli_bad_energies_exit_2_one_line(tmp_path, cli_main, capsys, value, wor
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and word in err
     assert os.listdir(tmp_path) == []
+
+
+def test_energies_with_a_zarr_store_are_refused(tmp_path, cli_main, capsys):
+    # The Zarr store holds U, a, born and family only: --energies must not be dropped silently.
+    code = cli_main(["born", "dataset", "--size", "10", "--grid", "4", "--energies", "1",
+                     "--out", str(tmp_path / "d.zarr")])
+    assert code == 2
+    assert "--energies is written to .npz data sets only" in capsys.readouterr().err
+    assert not (tmp_path / "d.zarr").exists()
