@@ -223,6 +223,17 @@ class MLP:
             self.biases.append(b)
             sizes.append(w.shape[0])
 
+        # All weights in one buffer, one matrix after the other: the expansions read the
+        # matrices between hidden layers as one flat array (feynmlp.push.between_weights),
+        # which this layout gives without a copy per call.
+        storage = np.empty(sum(w.size for w in self.weights))
+        offset = 0
+        for index, w in enumerate(self.weights):
+            view = storage[offset:offset + w.size].reshape(w.shape)
+            view[...] = w
+            self.weights[index] = view
+            offset += w.size
+
         self.layer_sizes: tuple[int, ...] = tuple(int(n) for n in sizes)
         self.depth: int = n_layers - 1
         self.n_inputs: int = self.layer_sizes[0]

@@ -42,6 +42,8 @@ def push(weights, biases, kernels: Kernels, points, order, variables, dtype, sta
     contractions read each point's block without a transpose. The series returned is a
     feynmlp.workspace array: valid until the next expansion on this thread.
     """
+    if order == 0 and wide is not None and stack is None and subset is None and kernels.output is None:
+        return _push_values(weights, biases, kernels, points, dtype, wide), [None] * (len(weights) - 1)
     n_vars = variables.size
     if subset is None:
         columns = multi_index.count(n_vars, order)
@@ -74,6 +76,28 @@ def push(weights, biases, kernels: Kernels, points, order, variables, dtype, sta
     if kernels.output is not None:
         series = _vertex_layer(series, _values(series, kernels.output), kernels.output, order, tables)
     return series, derivatives
+
+
+def _push_values(weights, biases, kernels: Kernels, points, dtype, wide):
+    """push() of order 0 into `wide`, for a linear output: the values alone need no vertex
+    layer, so each layer is a matrix product, the bias, and the derivatives written into wide,
+    whose s(z) columns the next product reads in place. Returns the outputs (points, 1, n_out).
+    (The order-2 top-vertex scheme calls this once per block: a short path matters for one point.)"""
+    activations, column = points, 0
+    for layer in range(len(weights) - 1):
+        weight = np.asarray(weights[layer], dtype=dtype)
+        width = weight.shape[0]
+        z = np.matmul(activations, weight.T)
+        z += np.asarray(biases[layer], dtype=dtype)
+        module = kernels.derivatives[layer]
+        values = np.empty((z.size, module.ORDER + 1), dtype=dtype)
+        call_kernel(module, "taylor_derivatives", z.reshape(-1), values)
+        wide[:, :, column:column + width] = values.reshape(z.shape[0], width, -1).transpose(0, 2, 1)
+        activations = wide[:, 0, column:column + width]
+        column += width
+    outputs = np.matmul(activations, np.asarray(weights[-1], dtype=dtype).T)
+    outputs += np.asarray(biases[-1], dtype=dtype)
+    return outputs[:, None, :]
 
 
 def _affine(series, weight, bias, dtype, name):
@@ -118,14 +142,38 @@ def _values(series, module, target=None, keep=True):
 def between_weights(weights, dtype) -> tuple[np.ndarray, list]:
     """The weights between consecutive hidden layers, W(2) .. W(L), in `dtype`: flat, one after
     the other (what the compiled Hessian kernel reads), and as matrices (views of the flat
-    array). Built once per request."""
+    array). Weights that already lie one after the other in one buffer (an MLP's do) are
+    viewed, not copied."""
     between = [np.asarray(w, dtype=dtype) for w in weights[1:-1]]
-    flat = np.concatenate([w.reshape(-1) for w in between]) if between else np.zeros(0, dtype=dtype)
+    flat = _adjacent(between)
+    if flat is None:
+        flat = np.concatenate([w.reshape(-1) for w in between]) if between else np.zeros(0, dtype=dtype)
     views, offset = [], 0
     for w in between:
         views.append(flat[offset:offset + w.size].reshape(w.shape))
         offset += w.size
     return flat, views
+
+
+def _adjacent(arrays) -> np.ndarray | None:
+    """A flat view of C-contiguous arrays that lie one after the other in one buffer, or None."""
+    if not arrays:
+        return None
+    root = arrays[0]
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    if root.ndim != 1 or root.dtype != arrays[0].dtype or not root.flags.c_contiguous:
+        return None
+    start = root.__array_interface__["data"][0]
+    at = arrays[0].__array_interface__["data"][0]
+    for array in arrays:
+        if not array.flags.c_contiguous or array.__array_interface__["data"][0] != at or array.dtype != root.dtype:
+            return None
+        at += array.nbytes
+    first = (arrays[0].__array_interface__["data"][0] - start) // root.itemsize
+    if (at - start) // root.itemsize > root.size:
+        return None
+    return root[first:first + sum(array.size for array in arrays)]
 
 
 def output_propagators(between, last, derivatives, bounds, propagators) -> None:

@@ -279,8 +279,9 @@ def _drawn_rules_figure(order, tmp_path, monkeypatch):
 
     monkeypatch.setattr(Figure, "savefig", keep)
     out = tmp_path / f"rules{order}.png"
-    args = argparse.Namespace(order=order, format="png", out=str(out), depth=2, by_shape=None,
-                              expand_layers=False)
+    parser = argparse.ArgumentParser()
+    rules.add_arguments(parser)
+    args = parser.parse_args(["--order", str(order), "--format", "png", "--out", str(out), "--depth", "2"])
     assert rules.run(args) == 0 and out.stat().st_size > 0
     (figure,) = saved
     return figure
