@@ -22,7 +22,6 @@ them to the one that contracts them.
 """
 from __future__ import annotations
 
-import itertools
 import typing
 
 import numpy as np
@@ -53,10 +52,7 @@ class Prepared(typing.NamedTuple):
     request: object
     kernels: Kernels
     first: np.ndarray    # D(1) = W1[:, vars], (n_1, n), C-contiguous
-    between: np.ndarray  # W(2) .. W(L) of the hidden layers, flat, one after the other
-    matrices: list       # the same as matrices (views of between)
-    last: np.ndarray     # the output weights, C-contiguous
-    bounds: np.ndarray   # (layers + 1,) the hidden layers' columns side by side
+    layers: push.Layers
 
 
 class HessianScheme:
@@ -129,17 +125,14 @@ class HessianScheme:
         if request.n_vars != first.shape[1] or np.any(request.variables != np.arange(first.shape[1])):
             first = first[:, request.variables]
         first = np.ascontiguousarray(first)
-        between, matrices = push.between_weights(request.weights, dtype)
-        last = np.ascontiguousarray(request.weights[-1], dtype=dtype)
-        bounds = np.array([0, *itertools.accumulate(request.widths[:-1])], dtype=np.int64)
-        return Prepared(request, kernels, first, between, matrices, last, bounds)
+        return Prepared(request, kernels, first, push.layers(request.weights, dtype))
 
     def expand(self, plan: Prepared, points, out) -> None:
         """Runs in the caller's thread, with BLAS held to one thread by the caller."""
         request = plan.request
         dtype = np.dtype(request.dtype)
         count, n, outputs = points.shape[0], request.n_vars, request.outputs
-        bounds = plan.bounds
+        bounds = plan.layers.bounds
         neurons = int(bounds[-1])
         widths = request.widths
         derivatives = workspace.array("hessian derivatives", (count, 3, neurons), dtype)
@@ -147,10 +140,10 @@ class HessianScheme:
                               wide=derivatives)
         out[:, :, 0] = values[:, 0, :]
         propagators = workspace.array("hessian propagators", (outputs, count, neurons), dtype)
-        push.output_propagators(plan.matrices, plan.last, derivatives, bounds, propagators)
+        push.output_propagators(plan.layers, derivatives, propagators)
         sub = int(max(1, min(count, _SUB_BLOCK_BYTES // (n * neurons * dtype.itemsize))))
         shared = count >= _SHARED_FIRST_LAYER_POINTS_PER_VARIABLE * n
-        _hessians(blas.gemm(dtype), *blas.scratch(dtype), plan.first, plan.between, bounds,
+        _hessians(blas.gemm(dtype), *blas.scratch(dtype), plan.first, plan.layers.between, bounds,
                   derivatives.reshape(-1, neurons), propagators.reshape(-1, neurons), out.reshape(count * outputs, -1),
                   workspace.array("hessian weight", (outputs * count, neurons), dtype),
                   workspace.array("hessian first slope", (outputs * count, widths[0]), dtype),

@@ -17,6 +17,8 @@ incoming one: docs/mathematics.md, "Vertex sums and the layer recursion").
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from . import multi_index, workspace
@@ -139,6 +141,22 @@ def _values(series, module, target=None, keep=True):
     return np.ascontiguousarray(by_order) if keep else None
 
 
+class Layers(NamedTuple):
+    """A network's hidden layers as the top-vertex schemes read them, built once per request."""
+
+    between: np.ndarray  # W(2) .. W(L) between the hidden layers, flat, one after the other
+    matrices: list       # the same as matrices (views of between)
+    last: np.ndarray     # the output weights, C-contiguous
+    bounds: np.ndarray   # (layers + 1,) the hidden layers' columns side by side
+
+
+def layers(weights, dtype) -> Layers:
+    """Layers of `weights` in `dtype`."""
+    between, matrices = between_weights(weights, dtype)
+    bounds = np.cumsum([0] + [w.shape[0] for w in weights[:-1]]).astype(np.int64)
+    return Layers(between, matrices, np.ascontiguousarray(weights[-1], dtype=dtype), bounds)
+
+
 def between_weights(weights, dtype) -> tuple[np.ndarray, list]:
     """The weights between consecutive hidden layers, W(2) .. W(L), in `dtype`: flat, one after
     the other (what the compiled Hessian kernel reads), and as matrices (views of the flat
@@ -176,11 +194,11 @@ def _adjacent(arrays) -> np.ndarray | None:
     return root[first:first + sum(array.size for array in arrays)]
 
 
-def output_propagators(between, last, derivatives, bounds, propagators) -> None:
+def output_propagators(layers: Layers, derivatives, propagators) -> None:
     """g(l) = d f / d a(l) of every hidden layer l and output, into propagators (outputs,
     points, all hidden neurons; layer l's columns bounds[l] .. bounds[l + 1] - 1), from the
-    derivatives side by side (points, D + 1, all hidden neurons; s' is m = 1), the matrices
-    between the hidden layers W(2) .. W(L) and the output weights `last`.
+    derivatives side by side (points, D + 1, all hidden neurons; s' is m = 1) and the network's
+    Layers.
 
     g(L) of the last hidden layer is the output weights, the same at every point; below it,
     g(l) = (g(l+1) s'(l+1)) W(l+1), one matrix product per layer for all outputs and points.
@@ -188,7 +206,8 @@ def output_propagators(between, last, derivatives, bounds, propagators) -> None:
     its compile time to a cold first call."""
     dtype = propagators.dtype
     outputs, points, _ = propagators.shape
-    propagators[:, :, bounds[-2]:] = last[:, None, :]
+    bounds, between = layers.bounds, layers.matrices
+    propagators[:, :, bounds[-2]:] = layers.last[:, None, :]
     for l in range(len(bounds) - 2, 0, -1):
         above, below = slice(bounds[l], bounds[l + 1]), slice(bounds[l - 1], bounds[l])
         scaled = workspace.array("propagators scaled", (outputs, points, bounds[l + 1] - bounds[l]), dtype)

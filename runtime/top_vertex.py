@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import typing
 
 import numpy as np
@@ -127,9 +126,7 @@ class Prepared(typing.NamedTuple):
     request: object
     kernels: Kernels
     contraction: Plan
-    between: list        # W(l+1) between consecutive hidden layers, in the request's dtype
-    last: np.ndarray     # the output weights, C-contiguous
-    bounds: np.ndarray   # (layers + 1,) the hidden layers' columns side by side
+    layers: push.Layers
 
 
 class TopVertexScheme:
@@ -210,27 +207,25 @@ class TopVertexScheme:
         kernels = resolve_kernels(request.hidden_activations, None, pushed, derivative_order=order)
         if pushed > 1:
             multi_index.vertex_tables(request.n_vars, pushed)
-        between = [np.asarray(w, dtype=dtype) for w in request.weights[1:-1]]
-        last = np.ascontiguousarray(request.weights[-1], dtype=dtype)
-        bounds = np.array([0, *itertools.accumulate(request.widths[:-1])], dtype=np.int64)
-        return Prepared(request, kernels, plan(request.n_vars, order), between, last, bounds)
+        return Prepared(request, kernels, plan(request.n_vars, order), push.layers(request.weights, dtype))
 
     def expand(self, prepared: Prepared, points, out) -> None:
         """All coefficients up to K of a block of points into out (points, outputs, M)."""
         request, contraction = prepared.request, prepared.contraction
         order, n, dtype, outputs = request.order, request.n_vars, request.dtype, request.outputs
-        count, neurons = points.shape[0], int(prepared.bounds[-1])
+        layers = prepared.layers
+        count, neurons = points.shape[0], int(layers.bounds[-1])
         pushed = pushed_order(order)
         stack = workspace.array("stack", (count, multi_index.count(n, pushed), neurons), dtype)
         derivatives = workspace.array("derivatives", (count, order + 1, neurons), dtype)
         lower, _ = push.push(request.weights, request.biases, prepared.kernels, points, pushed, request.variables,
                              dtype, stack=stack, wide=derivatives)
         propagators = workspace.array("propagators", (outputs, count, neurons), dtype)
-        push.output_propagators(prepared.between, prepared.last, derivatives, prepared.bounds, propagators)
+        push.output_propagators(layers, derivatives, propagators)
         sizes = (multi_index.count_of_order(n, order - 1), multi_index.count_of_order(n, order))
         top = workspace.array("top", (outputs, count, sizes[1]), dtype)
         below = workspace.array("below", (outputs, count, sizes[0]), dtype)
-        contract(contraction, stack, prepared.bounds, derivatives, propagators, prepared.between, top, below)
+        contract(contraction, stack, layers.bounds, derivatives, propagators, layers.matrices, top, below)
         low = lower.shape[1]
         out[:, :, :low] = lower.transpose(0, 2, 1)
         out[:, :, low:low + sizes[0]] = below.transpose(1, 0, 2)

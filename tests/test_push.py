@@ -73,9 +73,8 @@ def test_output_propagators_are_the_gradients_with_respect_to_the_activations(si
     wide = np.empty((4, 3, bounds[-1]))
     kernels = resolve_kernels(["tanh"] * (len(sizes) - 2), None, 0, derivative_order=2)
     push.push(weights, biases, kernels, x, 0, np.arange(sizes[0]), np.float64, wide=wide)
-    _, between = push.between_weights(weights, np.float64)
     propagators = np.full((sizes[-1], 4, bounds[-1]), np.nan)
-    push.output_propagators(between, np.ascontiguousarray(weights[-1]), wide, bounds, propagators)
+    push.output_propagators(push.layers(weights, np.float64), wide, propagators)
     for o in range(sizes[-1]):
         _, _, activations, out = torch_layers(weights, biases, x, jacobians=False)
         out[:, o].sum().backward()
@@ -93,3 +92,19 @@ def test_between_weights_are_the_matrices_one_after_the_other():
     for view, w in zip(matrices, weights[1:-1]):
         np.testing.assert_array_equal(view, w.astype(np.float32))
         assert np.shares_memory(view, flat)
+
+
+def test_an_mlps_matrices_between_hidden_layers_are_read_in_place():
+    # feynmlp.MLP keeps its weights one after the other in one buffer: the flat array is a view
+    # of it (no copy per call), with the same numbers; separate arrays are copied.
+    from feynmlp import MLP
+
+    rng = np.random.default_rng(2)
+    weights, biases = random_layers(rng, SIZES)
+    mlp = MLP(weights, biases, "tanh")
+    flat, _ = push.between_weights(mlp.weights, np.float64)
+    assert all(np.shares_memory(flat, w) for w in mlp.weights[1:-1])
+    np.testing.assert_array_equal(flat, np.concatenate([w.ravel() for w in weights[1:-1]]))
+    copied, _ = push.between_weights(weights, np.float64)
+    assert not any(np.shares_memory(copied, w) for w in weights)
+    np.testing.assert_array_equal(copied, flat)
