@@ -106,8 +106,11 @@ def run(args) -> int:
             raise FeynmlpError(f"cannot create the output folder {str(args.out)!r}: "
                                f"{exc.strerror or exc}; choose another --out") from None
         rules_order = min(args.order, 4)
-        rules.run(argparse.Namespace(order=rules_order, format="png", out=str(args.out / f"rules-order{rules_order}.png"),
-                                     depth=2, by_shape=None, expand_layers=False))
+        # The rules command's own parser: its defaults, whatever options it grows.
+        rules_parser = argparse.ArgumentParser()
+        rules.add_arguments(rules_parser)
+        rules.run(rules_parser.parse_args(["--order", str(rules_order), "--format", "png", "--depth", "2",
+                                           "--out", str(args.out / f"rules-order{rules_order}.png")]))
         mlp.save(args.out / "example-network.safetensors", record={"source": "feynmlp demo", "seed": args.seed})
         print(f"wrote {args.out / 'example-network.safetensors'}")
     return 0
