@@ -3,7 +3,8 @@
 In: an MLP and a `dask.array.Array` of points (batch, n_in) chunked along the batch axis (or,
 for `directional`, points and directions of which at least one is a dask array). Out: a
 `DaskTaylorExpansion` whose coefficients, derivative tensors, gradient, Hessian and polynomial
-values are dask arrays, or the directional series as a dask array (batch, n_out, K + 1).
+values are dask arrays, the directional series as a dask array (batch, n_out, K + 1), or a
+differential operator's values as a dask array (batch, n_out).
 Nothing is computed until the caller computes: building the graph reads only shapes, chunks
 and dtypes, and never runs a kernel (every map_blocks call is given its `meta`).
 
@@ -135,9 +136,11 @@ def _blas_thread_count() -> int:
 class BlockTask:
     """The function Dask runs on each block: a small picklable description of one expansion.
 
-    kind: "taylor" or "directional"; declared: the dtypes the input dask arrays declare, one
-    per array argument (a block whose real dtype differs is refused); names: the arguments'
-    names in error messages ("x", "v"). The rest as in feynmlp.taylor.
+    kind: "taylor", "directional", or an operator ("laplacian", "biharmonic", "operator");
+    declared: the dtypes the input dask arrays declare, one per array argument (a block whose
+    real dtype differs is refused); names: the arguments' names in error messages ("x", "v");
+    terms: an operator's checked terms as (multi-index, coefficient) pairs. The rest as in
+    feynmlp.taylor.
     """
 
     spec: ModelSpec
@@ -149,10 +152,11 @@ class BlockTask:
     nonfinite: str
     declared: tuple
     names: tuple
+    terms: tuple = ()
 
     def __dask_tokenize__(self):
         return ("feynmlp.BlockTask", self.spec.digest, self.kind, self.order, self.wrt, self.dtype, self.scheme,
-                self.nonfinite, self.declared, self.names)
+                self.nonfinite, self.declared, self.names, self.terms)
 
     def __call__(self, *blocks, block_info=None):
         lo, hi = block_info[None]["array-location"][0] if block_info else (0, blocks[0].shape[0])
@@ -180,6 +184,16 @@ class BlockTask:
                 if self.kind == "taylor":
                     return _taylor_in_memory(model, blocks[0], self.order, wrt=self.wrt, dtype=self.dtype,
                                              scheme=self.scheme, nonfinite=self.nonfinite).coefficients
+                if self.kind in ("laplacian", "biharmonic"):
+                    from . import operators
+
+                    return getattr(operators, self.kind)(model, blocks[0], wrt=self.wrt, dtype=self.dtype,
+                                                         nonfinite=self.nonfinite)
+                if self.kind == "operator":
+                    from . import operator_terms
+
+                    return operator_terms.operator(model, blocks[0], dict(self.terms), dtype=self.dtype,
+                                                   nonfinite=self.nonfinite)
                 return _directional_in_memory(model, blocks[0], blocks[1], self.order, dtype=self.dtype,
                                               nonfinite=self.nonfinite)
             except FeynmlpError as exc:
@@ -274,6 +288,28 @@ def directional(mlp, x, v, order, dtype=np.float64, nonfinite="raise"):
                            chunks=(chunks, (mlp.n_outputs,), (order + 1,)), new_axis=2,
                            name="feynmlp-directional-" + tokenize(task, *arrays))
     return series[0] if all(singles) else series
+
+
+def operator(kind, mlp, x, dtype=np.float64, nonfinite="raise", wrt=None, terms=None):
+    """feynmlp.laplacian / biharmonic (kind, with wrt) or feynmlp.operator (terms) for a dask
+    array x: the same checks, a lazy (batch, n_out), or (n_out,) for a single point."""
+    da = _dask_array()
+    mlp = _expansions()._check_mlp(mlp)
+    dtype = _expansions()._check_dtype(dtype)
+    _expansions()._check_nonfinite_option(nonfinite)
+    variables, checked = None, ()
+    if kind == "operator":
+        from .operator_terms import check_terms
+
+        checked = tuple(check_terms(terms, mlp.n_inputs).items())
+    else:
+        variables = _expansions()._check_wrt(wrt, mlp.n_inputs)
+    points, single = _check_dask_points(x, mlp.n_inputs, "x")
+    task = BlockTask(ModelSpec.of(mlp), kind, 0, variables, dtype.str, "auto", nonfinite, (points.dtype.str,),
+                     ("x",), checked)
+    values = da.map_blocks(task, points, dtype=dtype, meta=np.empty((0, 0), dtype=dtype),
+                           chunks=(points.chunks[0], (mlp.n_outputs,)), name=f"feynmlp-{kind}-" + tokenize(task, points))
+    return values[0] if single else values
 
 
 # ----------------------------------------------------------------------------- lazy expansion

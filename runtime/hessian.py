@@ -71,15 +71,16 @@ class HessianScheme:
         return 0
 
     def workspace_bytes(self, request, points: int) -> int:
-        """Per neuron and point the three derivatives, the contraction weights and the
-        propagators per output, the slopes of the propagators per output; per thread one sub-block's Jacobians and their scaled copy,
-        one point's product, layer 1's pairs and its slopes per output."""
+        """Per neuron and point: the three derivatives, the contraction weights and the
+        propagators per output; per point and output: the slopes g(1) s'(1), and the two
+        layer-sized arrays that make the propagators; the push of order 0 (two series buffers,
+        the composed one, the values and derivatives of the widest layer as the kernel writes
+        them). Per thread: one sub-block's Jacobians and their scaled copy, one point's product
+        and layer 1's pairs."""
         n, itemsize, outputs = request.n_vars, request.itemsize, request.outputs
         hidden = request.widths[:-1]
         neurons = sum(hidden)
-        # The push of order 0 besides: two series buffers, the composed one, the values and
-        # derivatives of the widest layer as the kernel writes them.
-        per_point = (3 + 2 * outputs) * neurons + outputs * (max(hidden) + hidden[0]) + 7 * max(hidden)
+        per_point = (3 + 2 * outputs) * neurons + outputs * (2 * max(hidden) + hidden[0]) + 7 * max(hidden)
         per_thread = _SUB_BLOCK_BYTES * 2 + itemsize * (n * outputs * (neurons + n) + hidden[0] * n * (n + 1) // 2)
         return itemsize * per_point * points + threads.count() * per_thread
 
@@ -135,26 +136,25 @@ class HessianScheme:
         bounds = plan.layers.bounds
         neurons = int(bounds[-1])
         widths = request.widths
-        derivatives = workspace.array("hessian derivatives", (count, 3, neurons), dtype)
+        sub = int(max(1, min(count, _SUB_BLOCK_BYTES // (n * neurons * dtype.itemsize))))
+        shared = count >= _SHARED_FIRST_LAYER_POINTS_PER_VARIABLE * n
+        # The derivatives, the propagators and _hessians' work arrays, from one buffer.
+        derivatives, propagators, *work = workspace.arrays("hessian", [
+            (count, 3, neurons), (outputs, count, neurons),
+            (outputs * count, neurons),                     # the contraction weights
+            (outputs * count, widths[0]),                   # g(1) s'(1), for the gradient
+            (sub * n, neurons),                             # one sub-block's Jacobians
+            (sub * n, max(widths[:-1])),                    # their scaled copy
+            (n * outputs, neurons),                         # one point's scaled Jacobians
+            (n * outputs, n),                               # one point's product
+            (widths[0], n * (n + 1) // 2) if shared else (1, 1)], dtype)  # layer 1's pairs
         values, _ = push.push(request.weights, request.biases, plan.kernels, points, 0, request.variables, dtype,
                               wide=derivatives)
         out[:, :, 0] = values[:, 0, :]
-        propagators = workspace.array("hessian propagators", (outputs, count, neurons), dtype)
         push.output_propagators(plan.layers, derivatives, propagators)
-        sub = int(max(1, min(count, _SUB_BLOCK_BYTES // (n * neurons * dtype.itemsize))))
-        shared = count >= _SHARED_FIRST_LAYER_POINTS_PER_VARIABLE * n
         _hessians(blas.gemm(dtype), *blas.scratch(dtype), plan.first, plan.layers.between, bounds,
                   derivatives.reshape(-1, neurons), propagators.reshape(-1, neurons), out.reshape(count * outputs, -1),
-                  workspace.array("hessian weight", (outputs * count, neurons), dtype),
-                  workspace.array("hessian first slope", (outputs * count, widths[0]), dtype),
-                  workspace.array("hessian jacobians", (sub * n, neurons), dtype),
-                  workspace.array("hessian scaled input", (sub * n, max(widths[:-1])), dtype),
-                  workspace.array("hessian scaled", (n * outputs, neurons), dtype),
-                  workspace.array("hessian product", (n * outputs, n), dtype),
-                  workspace.array("hessian first-layer pairs", (widths[0], n * (n + 1) // 2) if shared else (1, 1),
-                                  dtype),
-                  count, outputs, sub, -(-n // _DIAGONAL_BLOCKS), shared)
-
+                  *work, count, outputs, sub, -(-n // _DIAGONAL_BLOCKS), shared)
 
 SCHEME = HessianScheme()
 

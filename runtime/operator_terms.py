@@ -238,7 +238,12 @@ def operator(mlp: MLP, x, terms, dtype=np.float64, nonfinite: str = "raise") -> 
 
     Returns:
         (batch, n_out), or (n_out,) for a single point: derivatives, not Taylor coefficients.
+        For a dask array x, a lazy dask array (feynmlp.distributed).
     """
+    if _taylor.is_dask_array(x):
+        from . import distributed
+
+        return distributed.operator("operator", mlp, x, dtype, nonfinite, terms=terms)
     mlp = _taylor._check_mlp(mlp)
     checked = check_terms(terms, mlp.n_inputs)
     dtype = _taylor._check_dtype(dtype)

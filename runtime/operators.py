@@ -55,6 +55,10 @@ def biharmonic(mlp, x, wrt=None, dtype=np.float64, nonfinite: str = "raise") -> 
 
 
 def _collapsed(operator: str, mlp, x, wrt, dtype, nonfinite: str) -> np.ndarray:
+    if _taylor.is_dask_array(x):
+        from . import distributed
+
+        return distributed.operator(operator, mlp, x, dtype, nonfinite, wrt=wrt)
     mlp = _taylor._check_mlp(mlp)
     dtype = _taylor._check_dtype(dtype)
     points, single = _taylor._check_points(x, mlp.n_inputs, dtype=dtype)

@@ -208,10 +208,14 @@ def output_propagators(layers: Layers, derivatives, propagators) -> None:
     outputs, points, _ = propagators.shape
     bounds, between = layers.bounds, layers.matrices
     propagators[:, :, bounds[-2]:] = layers.last[:, None, :]
+    if len(bounds) < 3:
+        return
+    widest = max(bounds[l + 1] - bounds[l] for l in range(len(bounds) - 1))
+    scaled_buffer, product_buffer = workspace.arrays("propagator products", [(outputs * points * widest,)] * 2, dtype)
     for l in range(len(bounds) - 2, 0, -1):
         above, below = slice(bounds[l], bounds[l + 1]), slice(bounds[l - 1], bounds[l])
-        scaled = workspace.array("propagators scaled", (outputs, points, bounds[l + 1] - bounds[l]), dtype)
+        scaled = scaled_buffer[:outputs * points * (bounds[l + 1] - bounds[l])].reshape(outputs, points, -1)
         np.multiply(propagators[:, :, above], derivatives[None, :, 1, above], out=scaled)
-        product = workspace.array("propagators product", (outputs * points, bounds[l] - bounds[l - 1]), dtype)
+        product = product_buffer[:outputs * points * (bounds[l] - bounds[l - 1])].reshape(outputs * points, -1)
         np.matmul(scaled.reshape(outputs * points, -1), between[l - 1], out=product)
         propagators[:, :, below] = product.reshape(outputs, points, -1)

@@ -44,6 +44,22 @@ def array(name, shape, dtype) -> np.ndarray:
     return buffer[:nbytes].view(dtype).reshape(shape)
 
 
+def arrays(name, shapes, dtype) -> list[np.ndarray]:
+    """Uninitialised C-contiguous arrays of `shapes`, carved one after the other (each start
+    aligned to 64 bytes) from the one array reused under `name` on this thread: one lookup for
+    a kernel's whole set of work arrays."""
+    dtype = np.dtype(dtype)
+    step = max(1, 64 // dtype.itemsize)
+    sizes = [math.prod(shape) for shape in shapes]
+    starts, total = [], 0
+    for size in sizes:
+        starts.append(total)
+        total += -(-size // step) * step
+    flat = array(name, (total + step,), dtype)
+    shift = (-flat.__array_interface__["data"][0] % 64) // dtype.itemsize
+    return [flat[shift + start:shift + start + size].reshape(shape) for start, size, shape in zip(starts, sizes, shapes)]
+
+
 def kept_bytes() -> int:
     """Bytes this thread keeps between calls."""
     return sum(buffer.size for buffer in _buffers().values())

@@ -116,6 +116,33 @@ def test_threaded_scheduler(network):
     assert_eq(lazy.hessian, ref.hessian, scheduler="threads")
 
 
+@pytest.mark.parametrize("chunks", [(12, 3), ((5, 17, 26), (2, 1))], ids=["even", "uneven-split-features"])
+def test_operators_on_cluster_equal_in_memory(client, network, chunks):
+    # The in-memory operators are checked against torch (tests/test_operators.py); on dask
+    # arrays they must give the same numbers, lazily, in the same row chunks.
+    x = _points(48, seed=21)
+    lazy_x = da.from_array(x, chunks=chunks)
+    terms = {(1, 0, 0): 1.0, (0, 2, 0): 1.0, (0, 0, 3): -0.5}
+    cases = [(feynmlp.laplacian(network, lazy_x), feynmlp.laplacian(network, x)),
+             (feynmlp.laplacian(network, lazy_x, wrt=[1, 2]), feynmlp.laplacian(network, x, wrt=[1, 2])),
+             (feynmlp.biharmonic(network, lazy_x), feynmlp.biharmonic(network, x)),
+             (feynmlp.operator(network, lazy_x, terms), feynmlp.operator(network, x, terms))]
+    for lazy, ref in cases:
+        assert lazy.chunks == (lazy_x.chunks[0], (2,))
+        assert_eq(lazy, ref, scheduler=client)
+    single = feynmlp.laplacian(network, da.from_array(x[0], chunks=2))
+    assert single.shape == (2,)
+    assert_eq(single, feynmlp.laplacian(network, x[0]), scheduler="threads")
+
+
+def test_operators_on_dask_arrays_check_their_terms_when_the_graph_is_built(network):
+    lazy_x = da.zeros((10, 3), chunks=5)
+    with pytest.raises(feynmlp.FeynmlpError, match="term"):
+        feynmlp.operator(network, lazy_x, {(2, 0): 1.0})
+    with pytest.raises(feynmlp.FeynmlpError):
+        feynmlp.laplacian(network, lazy_x, wrt=[5])
+
+
 def test_directional_with_two_dask_arrays_of_different_chunks(network):
     x, v = _points(30, seed=13), _points(30, seed=14)
     lazy = feynmlp.directional(network, da.from_array(x, chunks=(7, 3)), da.from_array(v, chunks=(11, 2)), 3)

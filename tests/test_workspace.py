@@ -116,3 +116,19 @@ def test_directional_results_survive_later_expansions():
     for v, got in zip(directions, series):
         want = np.stack([torch_directional_coefficients(f, x, direction, 3) for direction in v])
         assert_relative_close(got, want, what="directional")
+
+
+def test_arrays_are_disjoint_aligned_and_reused():
+    # One lookup carves several work arrays: each of its shape, none overlapping another, each
+    # starting on a 64-byte boundary, and the same memory on the next call with the same name.
+    shapes = [(3, 5), (7,), (2, 2, 3), (1, 1)]
+    first = workspace.arrays("test arrays", shapes, np.float64)
+    assert [a.shape for a in first] == shapes
+    assert all(a.flags.c_contiguous and a.ctypes.data % 64 == 0 for a in first)
+    for i, a in enumerate(first):
+        a[...] = i
+    for i, a in enumerate(first):
+        assert (a == i).all()
+    assert not any(np.shares_memory(a, b) for i, a in enumerate(first) for b in first[i + 1:])
+    again = workspace.arrays("test arrays", shapes, np.float64)
+    assert all(np.shares_memory(a, b) for a, b in zip(first, again))
