@@ -108,8 +108,6 @@ def kernel_module(activation, order: int):
     return _cached_kernel(name, order, cache_folder())
 
 
-# ----------------------------------------------------------------------------- shipped kernels
-
 class Kernels(NamedTuple):
     """The kernel modules one expansion uses, per hidden layer: `compose` for the vertex layers
     of the series pushed forward (None below order 2, where the vertex layer is plain NumPy),
@@ -141,6 +139,8 @@ def resolve_kernels(hidden_activations, output_activation, compose_order: int,
     output = None if output_activation is None else kernel_module(output_activation, max(1, compose_order))
     return Kernels(compose, derivatives, output)
 
+
+# ----------------------------------------------------------------------------- shipped kernels
 
 @once
 def _manifest() -> dict:

@@ -15,7 +15,6 @@ The schemes:
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Protocol
 
 import numpy as np
@@ -35,7 +34,7 @@ class Request:
 
     weights, biases: per layer, W (n_l, n_{l-1}) and b (n_l,); hidden_activations: one per
     hidden layer; output_activation: None (linear) or an activation; variables: int64 indices
-    of the inputs expanded in; dtype: of all arithmetic. The derived sizes are computed once.
+    of the inputs expanded in; dtype: of all arithmetic.
     """
 
     weights: tuple
@@ -47,26 +46,19 @@ class Request:
     dtype: np.dtype
     batch: int
 
-    @functools.cached_property
-    def widths(self) -> list[int]:
-        """Widths of the layers after the input: the hidden layers, then the outputs."""
-        return [w.shape[0] for w in self.weights]
+    # Derived once, in __post_init__: read on every request, as plain attributes.
+    widths: list = dataclasses.field(init=False)      # the hidden layers' widths, then the outputs'
+    n_vars: int = dataclasses.field(init=False)
+    itemsize: int = dataclasses.field(init=False)
+    outputs: int = dataclasses.field(init=False)
+    hidden_neurons: int = dataclasses.field(init=False)
 
-    @functools.cached_property
-    def n_vars(self) -> int:
-        return int(self.variables.size)
-
-    @functools.cached_property
-    def itemsize(self) -> int:
-        return np.dtype(self.dtype).itemsize
-
-    @functools.cached_property
-    def outputs(self) -> int:
-        return self.widths[-1]
-
-    @functools.cached_property
-    def hidden_neurons(self) -> int:
-        return sum(self.widths[:-1])
+    def __post_init__(self):
+        widths = [w.shape[0] for w in self.weights]
+        for name, value in (("widths", widths), ("n_vars", int(self.variables.size)),
+                            ("itemsize", np.dtype(self.dtype).itemsize), ("outputs", widths[-1]),
+                            ("hidden_neurons", sum(widths[:-1]))):
+            object.__setattr__(self, name, value)
 
 
 class Scheme(Protocol):
