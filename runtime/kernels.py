@@ -162,16 +162,23 @@ def _shipped_kernel(name: str, order: int):
             "the shipped kernels in generated/ were produced by a different version of the generator "
             f"than the one installed (codegen hash {str(manifest.get('codegen_hash'))[:12]} != "
             f"{codegen_hash()[:12]}); refresh them with: feynmlp generate-kernels --all")
+    return import_verified(filename, manifest, "manifest.json", refresh)
+
+
+def import_verified(filename: str, manifest: dict, manifest_name: str, refresh: str):
+    """Import the shipped module generated/`filename` if its bytes match its SHA-256 in the
+    manifest (read from generated/`manifest_name`); StaleKernelError naming `refresh` if not."""
     entry = manifest.get("kernels", {}).get(filename)
     if entry is None:
-        raise StaleKernelError(f"kernel {filename} is not listed in generated/manifest.json; create it with: {refresh}")
+        raise StaleKernelError(f"kernel {filename} is not listed in generated/{manifest_name}; create it with: "
+                               f"{refresh}")
     try:
         data = resources.files("feynmlp.generated").joinpath(filename).read_bytes()
     except OSError as exc:
         raise StaleKernelError(f"kernel file {filename} is missing ({exc}); recreate it with: {refresh}") from exc
     if file_digest(data) != entry["sha256"]:
         raise StaleKernelError(
-            f"kernel file {filename} does not match its SHA-256 in generated/manifest.json: it was edited or "
+            f"kernel file {filename} does not match its SHA-256 in generated/{manifest_name}: it was edited or "
             f"damaged, and generated files must not be edited; restore it with: {refresh}")
     return importlib.import_module(f"feynmlp.generated.{filename[:-3]}")
 

@@ -17,12 +17,12 @@ generator does. Imports no SymPy.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 from importlib import resources
 
 from .errors import StaleKernelError
-from .kernel_signature import GENERATOR_VERSION, codegen_hash, file_digest, normalised_source, read_source
+from .kernel_signature import GENERATOR_VERSION, codegen_hash, normalised_source, read_source
+from .kernels import import_verified
 from .once import once
 
 OPERATOR_MANIFEST = "operator_manifest.json"
@@ -75,16 +75,4 @@ def rule_module(operator: str):
             f"the operator kernels in generated/ were produced by a different version of the generator than the "
             f"one installed (operator hash {str(manifest.get('operator_hash'))[:12]} != {operator_hash()[:12]}); "
             f"refresh them with: {refresh}")
-    entry = manifest.get("kernels", {}).get(filename)
-    if entry is None:
-        raise StaleKernelError(f"kernel {filename} is not listed in generated/{OPERATOR_MANIFEST}; create it with: "
-                               f"{refresh}")
-    try:
-        data = resources.files("feynmlp.generated").joinpath(filename).read_bytes()
-    except OSError as exc:
-        raise StaleKernelError(f"kernel file {filename} is missing ({exc}); recreate it with: {refresh}") from exc
-    if file_digest(data) != entry["sha256"]:
-        raise StaleKernelError(
-            f"kernel file {filename} does not match its SHA-256 in generated/{OPERATOR_MANIFEST}: it was edited or "
-            f"damaged, and generated files must not be edited; restore it with: {refresh}")
-    return importlib.import_module(f"feynmlp.generated.{filename[:-3]}")
+    return import_verified(filename, manifest, OPERATOR_MANIFEST, refresh)
