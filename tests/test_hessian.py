@@ -133,3 +133,23 @@ def test_order_two_by_the_top_vertex_in_float32():
     e32 = feynmlp.taylor(mlp, points, 2, scheme="top-vertex", dtype=np.float32)
     assert e32.coefficients.dtype == np.float32
     assert_relative_close(e32.coefficients.astype(np.float64), e64.coefficients, rtol=1e-5, what="float32")
+
+
+def test_a_kept_plan_follows_the_weights_it_was_made_from():
+    # The order-2 scheme keeps the plans of recent requests that hold only views of an MLP's
+    # weights. Changing a weight in place, or replacing a weight or a bias array, must give the
+    # coefficients of the changed network (torch on a fresh copy is the reference).
+    rng = np.random.default_rng(44)
+    mlp = random_mlp(rng, (4, 6, 5, 2), ["tanh", "sin"])
+    x = rng.normal(size=(1, 4))
+    check_against_torch(mlp, x, 2, scheme="top-vertex")
+    mlp.weights[1][...] *= 1.5                     # in place, in the MLP's own buffer
+    check_against_torch(mlp, x, 2, scheme="top-vertex")
+    mlp.weights[0][0, 0] += 0.25                   # the first layer's D(1), in place
+    check_against_torch(mlp, x, 2, scheme="top-vertex")
+    mlp.biases[0] = mlp.biases[0] + 0.5            # a new bias array
+    check_against_torch(mlp, x, 2, scheme="top-vertex")
+    mlp.weights[2] = mlp.weights[2] * -1.0         # a new output weight array
+    check_against_torch(mlp, x, 2, scheme="top-vertex")
+    fresh = feynmlp.MLP([w.copy() for w in mlp.weights], [b.copy() for b in mlp.biases], ["tanh", "sin"])
+    np.testing.assert_array_equal(feynmlp.taylor(mlp, x, 2).coefficients, feynmlp.taylor(fresh, x, 2).coefficients)
