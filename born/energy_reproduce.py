@@ -36,8 +36,8 @@ import numpy as np
 from feynmlp.errors import FeynmlpError
 from feynmlp.files import atomic_write, check_output_folder
 
-from .perturbation import IterationSpec, training_potentials
-from .training import TrainConfig, train_ensemble
+from .perturbation import _ROUGH, IterationSpec, preset_config, training_potentials
+from .training import train_ensemble
 
 __all__ = ["EnergyPreset", "ENERGY_PRESETS", "ENERGY_GOALS", "get_energy_preset",
            "energy_training_data", "energy_targets", "reproduce_energy"]
@@ -100,23 +100,15 @@ class EnergyPreset:
         return out
 
 
-def _config(**kw) -> TrainConfig:
-    base = dict(hidden=(64, 64), epochs=40, batch_size=256, lr=3e-3, lr_final=3e-5, patience=20,
-                threads=1)
-    base.update(kw)
-    return TrainConfig(**base)
-
-
-_ROUGH = ("steps",)
 
 ENERGY_PRESETS = {
     "tiny": EnergyPreset(
         name="tiny", grid=8, test_size=40, test_kR=(0.0, 1.5, 3.0),
         description="plumbing check, seconds",
         iterations=(
-            IterationSpec(600, (1e-3, 1.0), _config(hidden=(16,), epochs=5, patience=0), 2,
+            IterationSpec(600, (1e-3, 1.0), preset_config(hidden=(16,), epochs=5, patience=0), 2,
                           weight_power=1.5),
-            IterationSpec(600, (0.3, 2.0), _config(hidden=(16,), epochs=5, patience=0), 1,
+            IterationSpec(600, (0.3, 2.0), preset_config(hidden=(16,), epochs=5, patience=0), 1,
                           weight_power=1.5, families=_ROUGH),
         )),
     # Measured: 318 s wall, 1.5 GB peak memory on this project's 2-core machine shared with
@@ -129,9 +121,9 @@ ENERGY_PRESETS = {
         "weighted by depth^-3; Adam 200 epochs + 400 L-BFGS steps (iteration 1), Adam 40 "
         "epochs + 400 L-BFGS steps (iteration 2)",
         iterations=(
-            IterationSpec(30000, (1e-3, 1.0), _config(epochs=200, patience=40, lbfgs_steps=400),
+            IterationSpec(30000, (1e-3, 1.0), preset_config(epochs=200, patience=40, lbfgs_steps=400),
                           2, weight_power=1.5),
-            IterationSpec(30000, (0.3, 2.0), _config(lbfgs_steps=400), 2,
+            IterationSpec(30000, (0.3, 2.0), preset_config(lbfgs_steps=400), 2,
                           weight_power=1.5, families=_ROUGH),
         )),
     "full": EnergyPreset(
@@ -140,9 +132,9 @@ ENERGY_PRESETS = {
         "potentials per iteration (iteration 2: independent steps only), 6 / 4 members, rows "
         "weighted by depth^-3; Adam 150 epochs, then 1000 L-BFGS steps (iteration 2)",
         iterations=(
-            IterationSpec(80000, (1e-3, 1.0), _config(epochs=150, patience=40), 6,
+            IterationSpec(80000, (1e-3, 1.0), preset_config(epochs=150, patience=40), 6,
                           weight_power=1.5),
-            IterationSpec(80000, (0.3, 2.0), _config(epochs=100, patience=30, lbfgs_steps=1000),
+            IterationSpec(80000, (0.3, 2.0), preset_config(epochs=100, patience=30, lbfgs_steps=1000),
                           4, weight_power=1.5, families=_ROUGH),
         )),
 }
@@ -425,11 +417,9 @@ def _figures(preset, run, out) -> dict:
     return files
 
 
-def _pct(x) -> str:
-    return "n/a" if x is None else f"{100 * x:.3g} %"
-
-
 def _report(preset, m, out, files) -> str:
+    from .report import _pct, goal_lines
+
     R = preset.R
     lines = [f"# Network perturbation theory of a(k): preset `{preset.name}`", "",
              f"{preset.description}.", "",
@@ -455,14 +445,7 @@ def _report(preset, m, out, files) -> str:
               f"median relative error: {_pct(m['rho1_median_rel_err'])}",
               f"- its kernel against -(r_n^5 - r_(n-1)^5)/15: relative error "
               f"{_pct(m['rho1_kernel_rel_err'])}", "", "## Goals", ""]
-    for g in m["goals"]:
-        if g["value"] is None:
-            lines.append(f"- {g['goal']}: not measured")
-        elif g["met"]:
-            lines.append(f"- {g['goal']}: **met** ({_pct(g['value'])})")
-        else:
-            lines.append(f"- {g['goal']}: **missed** ({_pct(g['value'])}, "
-                         f"{g['factor_over']:.3g} times the bound)")
+    lines += goal_lines(m["goals"])
     lines += ["", "## Iterations", "", "| k | members | training rows | target std | seconds |",
               "|---|---|---|---|---|"]
     for it in m["iterations"]:

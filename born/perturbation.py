@@ -111,7 +111,8 @@ class Preset:
         return out
 
 
-def _quick_config(**kw) -> TrainConfig:
+def preset_config(**kw) -> TrainConfig:
+    """The presets' training settings: these defaults, overridden by kw."""
     base = dict(hidden=(64, 64), epochs=40, batch_size=256, lr=3e-3, lr_final=3e-5, patience=20,
                 threads=1)
     base.update(kw)
@@ -129,10 +130,10 @@ PRESETS = {
     "tiny": Preset(
         name="tiny", grid=8, test_size=50, description="plumbing check, seconds",
         iterations=(
-            IterationSpec(600, (1e-3, 1.0), _quick_config(hidden=(16,), epochs=5, patience=0), 2),
-            IterationSpec(600, (0.3, 2.0), _quick_config(hidden=(16,), epochs=5, patience=0), 2,
+            IterationSpec(600, (1e-3, 1.0), preset_config(hidden=(16,), epochs=5, patience=0), 2),
+            IterationSpec(600, (0.3, 2.0), preset_config(hidden=(16,), epochs=5, patience=0), 2,
                           families=_ROUGH),
-            IterationSpec(600, (0.5, 2.5), _quick_config(hidden=(16,), epochs=5, patience=0), 1,
+            IterationSpec(600, (0.5, 2.5), preset_config(hidden=(16,), epochs=5, patience=0), 1,
                           families=_ROUGH),
         )),
     # Under 5 minutes on 2 cores (one torch thread: faster than two on a shared machine).
@@ -144,11 +145,11 @@ PRESETS = {
         "depth^-3; Adam 100 epochs for iteration 1, Adam 40 epochs + L-BFGS (600, 300 steps) "
         "for iterations 2, 3",
         iterations=(
-            IterationSpec(20000, (1e-3, 1.0), _quick_config(epochs=100, patience=30), 2,
+            IterationSpec(20000, (1e-3, 1.0), preset_config(epochs=100, patience=30), 2,
                           weight_power=1.5),
-            IterationSpec(20000, (0.3, 2.0), _quick_config(lbfgs_steps=600), 2,
+            IterationSpec(20000, (0.3, 2.0), preset_config(lbfgs_steps=600), 2,
                           weight_power=1.5, families=_ROUGH),
-            IterationSpec(20000, (0.5, 2.5), _quick_config(lbfgs_steps=300), 2,
+            IterationSpec(20000, (0.5, 2.5), preset_config(lbfgs_steps=300), 2,
                           weight_power=1.5, families=_ROUGH),
         )),
     # Measured: 1733 s (29 min) wall on this project's 2-core machine, pinned to one core while
@@ -160,12 +161,12 @@ PRESETS = {
         "by depth^-3; Adam 100 epochs (iterations 1, 2) or 40 (iteration 3), then 1000 "
         "L-BFGS steps for iterations 2, 3",
         iterations=(
-            IterationSpec(40000, (1e-3, 1.0), _quick_config(epochs=100, patience=30), 8,
+            IterationSpec(40000, (1e-3, 1.0), preset_config(epochs=100, patience=30), 8,
                           weight_power=1.5),
-            IterationSpec(40000, (0.3, 2.0), _quick_config(epochs=100, patience=30,
+            IterationSpec(40000, (0.3, 2.0), preset_config(epochs=100, patience=30,
                                                            lbfgs_steps=1000), 6,
                           weight_power=1.5, families=_ROUGH),
-            IterationSpec(40000, (0.5, 2.5), _quick_config(lbfgs_steps=1000), 4,
+            IterationSpec(40000, (0.5, 2.5), preset_config(lbfgs_steps=1000), 4,
                           weight_power=1.5, families=_ROUGH),
         )),
 }

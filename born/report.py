@@ -257,6 +257,20 @@ def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.3g} %"
 
 
+def goal_lines(goals) -> list[str]:
+    """One Markdown list item per goal: not measured, met, or missed by what factor."""
+    lines = []
+    for g in goals:
+        if g["value"] is None:
+            lines.append(f"- {g['goal']}: not measured")
+        elif g["met"]:
+            lines.append(f"- {g['goal']}: **met** ({_pct(g['value'])})")
+        else:
+            lines.append(f"- {g['goal']}: **missed** ({_pct(g['value'])}, "
+                         f"{g['factor_over']:.3g} times the bound)")
+    return lines
+
+
 def write_report(run, metrics: dict, out, figures: dict | None = None) -> str:
     """Write report.md into `out` and return its path."""
     p = run.preset
@@ -290,14 +304,7 @@ def write_report(run, metrics: dict, out, figures: dict | None = None) -> str:
     for name, row in m["born_median_rel_err_by_network"].items():
         lines.append(f"| {name} | " + " | ".join(_pct(row.get(str(k))) for k in range(1, 4)) + " |")
     lines += ["", "## Goals of the full preset", ""]
-    for g in m["goals"]:
-        if g["value"] is None:
-            lines.append(f"- {g['goal']}: not measured")
-        elif g["met"]:
-            lines.append(f"- {g['goal']}: **met** ({_pct(g['value'])})")
-        else:
-            lines.append(f"- {g['goal']}: **missed** ({_pct(g['value'])}, "
-                         f"{g['factor_over']:.3g} times the bound)")
+    lines += goal_lines(m["goals"])
     e21, e22 = m.get("e2_f1"), m.get("e2_f2")
     if e21 is not None and e22 is not None:
         verdict = ("much worse than" if e21 > 3 * e22 else "worse than" if e21 > e22

@@ -182,12 +182,7 @@ def run(args: argparse.Namespace) -> int:
 
     make = rules_latex if fmt == "latex" else rules_text
     text = make(order, depth, by_shape=args.by_shape, expand_layers=args.expand_layers)
-    if target is None or target == STDOUT:
-        sys.stdout.write(text)
-        return 0
-    _write_atomically(target, lambda fh: fh.write(text.encode("utf-8")))
-    _report(target, regular)
-    return 0
+    return _emit_text(text, target, regular)
 
 
 def _run_operator(args: argparse.Namespace) -> int:
@@ -206,6 +201,11 @@ def _run_operator(args: argparse.Namespace) -> int:
         _report(target, regular)
         return 0
     text = (operator_listing.rules_latex if fmt == "latex" else operator_listing.rules_text)(operator)
+    return _emit_text(text, target, regular)
+
+
+def _emit_text(text: str, target, regular: bool) -> int:
+    """Write text to standard output (no target, or -) or atomically to the target file."""
     if target is None or target == STDOUT:
         sys.stdout.write(text)
         return 0

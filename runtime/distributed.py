@@ -35,7 +35,7 @@ import numpy as np
 from . import multi_index, threads
 from .errors import FeynmlpError
 from .kernels import validate_order
-from .schemes import SCHEMES
+from .schemes import check_name
 from .taylor import TaylorExpansion, _real_array, is_dask_array
 from .taylor import directional as _directional_in_memory
 from .taylor import taylor as _taylor_in_memory
@@ -241,11 +241,7 @@ def taylor(mlp, x, order, wrt=None, dtype=np.float64, scheme="auto", nonfinite="
     da = _dask_array()
     mlp, order, dtype = _common_checks(mlp, order, dtype, nonfinite)
     variables = _expansions()._check_wrt(wrt, mlp.n_inputs)
-    if scheme not in SCHEMES:
-        raise FeynmlpError(f"scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}")
-    if scheme == "top-vertex" and mlp.output_activation is not None:
-        raise FeynmlpError("scheme 'top-vertex' needs a linear output layer; this network has output "
-                           f"activation {mlp.output_activation!r}; use scheme='forward' or 'auto'")
+    check_name(scheme, mlp.output_activation)  # at graph time, not in the tasks
     points, single = _check_dask_points(x, mlp.n_inputs, "x")
     task = BlockTask(ModelSpec.of(mlp), "taylor", order, variables, dtype.str, scheme, nonfinite,
                      (points.dtype.str,), ("x",))

@@ -106,13 +106,19 @@ def registry() -> tuple:
 _REGISTRY = None
 
 
-def choose(request: Request, scheme: str = "auto"):
-    """The scheme object that runs `request`, by name ("auto": choose_scheme picks)."""
+def check_name(scheme: str, output_activation) -> None:
+    """FeynmlpError unless `scheme` is one of SCHEMES and applies to a network with this
+    output activation."""
     if scheme not in SCHEMES:
         raise FeynmlpError(f"scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}")
-    if scheme == "top-vertex" and request.output_activation is not None:
+    if scheme == "top-vertex" and output_activation is not None:
         raise FeynmlpError("scheme 'top-vertex' needs a linear output layer; this network has output "
-                           f"activation {request.output_activation!r}; use scheme='forward' or 'auto'")
+                           f"activation {output_activation!r}; use scheme='forward' or 'auto'")
+
+
+def choose(request: Request, scheme: str = "auto"):
+    """The scheme object that runs `request`, by name ("auto": choose_scheme picks)."""
+    check_name(scheme, request.output_activation)
     if scheme == "auto":
         scheme = choose_scheme(request.outputs, request.order, request.output_activation is not None, request.n_vars)
     for candidate in registry():
