@@ -21,3 +21,11 @@ def _isolated_kernel_cache(tmp_path_factory):
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+@pytest.fixture
+def cli_main():
+    """feynmlp.cli.main, the `feynmlp` command as a function of its arguments."""
+    import feynmlp.cli as cli
+
+    return cli.main

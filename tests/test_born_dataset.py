@@ -3,7 +3,6 @@ the `feynmlp born dataset` command line."""
 from __future__ import annotations
 
 import errno
-import importlib
 import json
 import os
 
@@ -12,26 +11,6 @@ import pytest
 
 from feynmlp.born import load_dataset, make_dataset, write_dataset
 from feynmlp.errors import FeynmlpError
-
-
-@pytest.fixture
-def cli_main(monkeypatch):
-    """feynmlp.cli.main, restricted to the subcommands whose modules import.
-
-    feynmlp.cli imports every subcommand's module to build its parser; in a tree where another
-    subcommand is still being written that would fail before `born` is reached.
-    """
-    import feynmlp.cli as cli
-
-    def importable(module):
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            return False
-        return True
-
-    monkeypatch.setattr(cli, "_COMMANDS", tuple(c for c in cli._COMMANDS if importable(c[1])))
-    return cli.main
 
 
 def test_make_dataset_contents():

@@ -2,7 +2,6 @@
 `feynmlp born dataset --energies`."""
 from __future__ import annotations
 
-import importlib
 import math
 import os
 
@@ -11,22 +10,6 @@ import pytest
 
 from feynmlp.born import load_dataset, make_dataset, write_dataset
 from feynmlp.errors import FeynmlpError
-
-
-@pytest.fixture
-def cli_main(monkeypatch):
-    """feynmlp.cli.main, restricted to the subcommands whose modules import."""
-    import feynmlp.cli as cli
-
-    def importable(module):
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            return False
-        return True
-
-    monkeypatch.setattr(cli, "_COMMANDS", tuple(c for c in cli._COMMANDS if importable(c[1])))
-    return cli.main
 
 
 def test_energy_columns_against_closed_forms():

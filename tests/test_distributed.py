@@ -41,13 +41,6 @@ def client():
     cluster.close()
 
 
-@pytest.fixture
-def cli_main():
-    import feynmlp.cli as cli
-
-    return cli.main
-
-
 @pytest.fixture(scope="module")
 def network():
     return random_mlp(np.random.default_rng(7), (3, 10, 10, 2), "tanh")
