@@ -266,9 +266,9 @@ def _second_order(mlp: MLP, points, terms: dict, dtype, nonfinite: str) -> np.nd
 
     With A = sum_k lambda_k v_k v_k^T (symmetric; its eigenvectors, or the unit vectors when it
     is diagonal), sum_ij A_ij d_ij f = sum_k lambda_k d2f/dv_k^2: the weighted Laplacian along
-    the directions v_k, which the Laplacian's kernel carries. The first-order part is one more
-    direction b (weight 0): its carried derivative is b.grad f. Cost: the Laplacian's, with one
-    carried row per direction.
+    the directions v_k, which the Laplacian's kernel carries. The first-order part b.grad f
+    starts in the operator's own row (feynmlp.operators.carried_operator says why
+    that is exact). Cost: the Laplacian's, with one carried row per direction v_k.
     """
     from .operators import evaluate
 
@@ -291,13 +291,8 @@ def _second_order(mlp: MLP, points, terms: dict, dtype, nonfinite: str) -> np.nd
         eigenvalues, vectors = np.linalg.eigh(A)
         on = np.flatnonzero(np.abs(eigenvalues) > 1e-14 * np.max(np.abs(eigenvalues)))
         directions, sums = vectors[:, on].T, eigenvalues[on]
-    has_first = bool(np.any(b))
-    if has_first:
-        directions, sums = np.vstack([directions, b[None, :]]), np.append(sums, 0.0)
-    carried = evaluate("laplacian", mlp, points, directions, sums, has_first, dtype, nonfinite)
+    carried = evaluate("laplacian", mlp, points, directions, sums, b if np.any(b) else None, dtype, nonfinite)
     values = carried[:, -1, :] + c * carried[:, 0, :]
-    if has_first:
-        values = values + carried[:, -2, :]
     return values.astype(dtype, copy=False)
 
 

@@ -64,11 +64,11 @@ def _collapsed(operator: str, mlp, x, wrt, dtype, nonfinite: str) -> np.ndarray:
     points, single = _taylor._check_points(x, mlp.n_inputs, dtype=dtype)
     variables = _taylor._check_wrt(wrt, mlp.n_inputs)
     directions = np.eye(mlp.n_inputs)[list(variables)]
-    values = evaluate(operator, mlp, points, directions, np.ones(len(variables)), False, dtype, nonfinite)[:, -1, :]
+    values = evaluate(operator, mlp, points, directions, np.ones(len(variables)), None, dtype, nonfinite)[:, -1, :]
     return values[0] if single else values
 
 
-def evaluate(operator: str, mlp, points, directions, weights, keep_gradient: bool, dtype, nonfinite: str):
+def evaluate(operator: str, mlp, points, directions, weights, first_order, dtype, nonfinite: str):
     """carried_operator with feynmlp.taylor's guards: the activation's order, a division by
     zero, and non-finite results (named, or propagated)."""
     order = RULE_OPERATORS[operator]
@@ -76,7 +76,7 @@ def evaluate(operator: str, mlp, points, directions, weights, keep_gradient: boo
     _taylor._check_nonfinite_option(nonfinite)
     carried = _taylor._guard_division(
         lambda: carried_operator(operator, mlp.weights, mlp.biases, hidden, output, points, directions, weights,
-                                 keep_gradient, dtype),
+                                 first_order, dtype),
         mlp, points, order, dtype)
     if nonfinite == "raise":
         _taylor._refuse_nonfinite(carried[:, -1, :, None], f"{operator} value", lambda _: operator, mlp, points,
@@ -85,14 +85,19 @@ def evaluate(operator: str, mlp, points, directions, weights, keep_gradient: boo
 
 
 def carried_operator(operator: str, weights, biases, hidden_activations, output_activation, points, directions,
-                     sum_weights, keep_gradient: bool = False, dtype=np.float64) -> np.ndarray:
-    """The carried rows of every output at each point: (batch, rows, n_out), the operator's
-    row last; rows are the value and the operator (keep_gradient False) or every carried row.
+                     sum_weights, first_order=None, dtype=np.float64) -> np.ndarray:
+    """The value and the operator of every output at each point: (batch, 2, n_out).
 
     directions (d, n_in): the derivatives are taken along these vectors (rows of the identity
     for plain input variables); sum_weights (d,): the Laplacian sums w_a d2f/dv_a^2 (the
-    biharmonic kernel takes no weights: they must be ones). Memory is checked before anything
+    biharmonic kernel takes no weights: they must be ones). first_order (n_in,) or None: for
+    the Laplacian, b adds b.grad f to the operator's row. Memory is checked before anything
     is allocated.
+
+    Why b needs no carried row of its own: L = b.grad + sum_a w_a d2/dv_a^2 has no term of
+    order 0, so through an activation L[s(z)] = s'(z) L[z] + s''(z) sum_a w_a (dz/dv_a)^2,
+    the very rule of the Laplacian's row; only its start differs, L[z] = W b for the first
+    layer's pre-activations z = W x + c.
     """
     points = np.asarray(points, dtype=dtype)
     directions = np.asarray(directions, dtype=np.float64)
@@ -100,7 +105,7 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
     order = RULE_OPERATORS[operator]
     rules = rule_module(operator)
     rows = rules.rows(count)
-    kept = rows if keep_gradient else 2
+    kept = 2
     widths = [w.shape[0] for w in weights]
     batch = points.shape[0]
     itemsize = np.dtype(dtype).itemsize
@@ -120,7 +125,11 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
     weights = [np.asarray(w, dtype=dtype) for w in weights]
     biases = [np.asarray(b, dtype=dtype) for b in biases]
     # The first layer's derivatives along each direction are the same at every point.
-    first_gradient = (directions @ np.asarray(weights[0], dtype=np.float64).T).astype(dtype)
+    first_weights = np.asarray(weights[0], dtype=np.float64)
+    first_gradient = (directions @ first_weights.T).astype(dtype)
+    if first_order is not None:
+        assert operator == "laplacian", "only the Laplacian's rule carries a first-order part"
+        first_row = (np.asarray(first_order, dtype=np.float64) @ first_weights.T).astype(dtype)
     sum_weights = np.asarray(sum_weights, dtype=dtype)
     result = np.empty((batch, kept, widths[-1]), dtype=dtype)
 
@@ -134,10 +143,12 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
         carried[:, 0, :] = points[lo:hi] @ first.T + biases[0]
         carried[:, 1:1 + count, :] = first_gradient[None, :, :]
         carried[:, 1 + count:, :] = 0.0
+        if first_order is not None:
+            carried[:, 1 + count, :] = first_row
         for layer in range(1, len(weights)):
             # After the last hidden layer only the value and the operator's row (the last one)
-            # are read, unless an output activation or the caller needs every row.
-            last = layer == len(weights) - 1 and kernels.output is None and not keep_gradient
+            # are read, unless an output activation needs every row.
+            last = layer == len(weights) - 1 and kernels.output is None
             _activate(carried, kernels.derivatives[layer - 1], rules, sum_weights, not last)
             if last:
                 carried = np.ascontiguousarray(carried[:, ::rows - 1, :])
@@ -147,7 +158,7 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
             out[:, 0, :] += biases[layer]
             carried = out
         if kernels.output is not None:
-            _activate(carried, kernels.output, rules, sum_weights, keep_gradient)
+            _activate(carried, kernels.output, rules, sum_weights, False)
         # Without a hidden layer, or after an output activation, every row is still here.
         result[lo:hi] = carried if carried.shape[1] == kept else carried[:, ::rows - 1, :]
 
