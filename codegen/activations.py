@@ -68,6 +68,18 @@ class ActivationSpec:
             grows (the Gaussian density of GELU; g*h = sigma(z) sigma(-z) of SiLU), so that in
             floating point D is exactly 0 once |z| >= far_out.
         far_out: that bound (None when `decaying` is empty).
+        vector_inputs: for the array form of the kernel (`taylor_derivatives_vector`),
+            (name, NumPy code) pairs computing whole arrays from the array `x`, each may use the
+            earlier names; empty: the activation has no array form.
+        vector_carriers: with vector_inputs, each carrier's code per element, reading x and the
+            vector inputs' elements by their names (math module allowed).
+
+    Why an array form: the element loop of `taylor_derivatives` calls exp or expm1 per neuron
+    and point, which Numba cannot vectorise (the LLVM of PyPI's llvmlite has no vector math
+    library); NumPy's ufuncs evaluate exp, log1p and tanh with SIMD instructions. The array
+    form lets NumPy compute the transcendental functions and leaves a loop of arithmetic
+    only, which LLVM vectorises. Measured per value at order 2: tanh 4.1 ns against 7.1 ns,
+    sigmoid 3.7 against 7.5, softplus 4.7 against 18.7, exp 1.5 against 4.3.
 
     Why `decaying`: a derivative term D * z^k is 0 far out, but evaluated as written z^k
     overflows to inf there (z^2 at |z| > 1.3e154) and 0 * inf is NaN. The kernels therefore
@@ -84,6 +96,14 @@ class ActivationSpec:
     preamble: tuple[str, ...] = ()
     decaying: tuple[sp.Symbol, ...] = ()
     far_out: float | None = None
+    vector_inputs: tuple[tuple[str, str], ...] = ()
+    vector_carriers: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        assert len(self.vector_carriers) == (len(self.carriers) if self.vector_inputs else 0), \
+            f"{self.name}: one vector carrier per carrier, and only with vector inputs"
+        for name, _ in self.vector_inputs:
+            _check_local(name)
 
     def total_derivative(self, expr: sp.Expr) -> sp.Expr:
         """d/dz of an expression in Z and the carriers (the chain rule through each carrier)."""
@@ -108,6 +128,8 @@ class ActivationSpec:
         parts += list(self.preamble)
         if self.decaying:
             parts += [sp.srepr(sp.Tuple(*self.decaying)), repr(self.far_out)]
+        if self.vector_inputs:
+            parts += [f"{name} = {code}" for name, code in self.vector_inputs] + list(self.vector_carriers)
         return "\n".join(parts)
 
     def kernel_assignments(self, order: int) -> tuple[list[str], list[sp.Expr], list[str]]:
@@ -187,10 +209,13 @@ def _builtin(name: str) -> ActivationSpec:
                     "else:",
                     "    ex = math.exp(-2.0 * ax)",
                     "    mx = 1.0 - ex")
+        # The array form takes t from NumPy's tanh and u from the same exact form of e^(-2|z|).
         return ActivationSpec(name, t, (
             _carrier("t", "math.copysign(mx / (1.0 + ex), x)", u, sp.tanh(z)),
             _carrier("u", "4.0 * ex / ((1.0 + ex) * (1.0 + ex))", -2 * t * u, 1 - sp.tanh(z)**2),
-        ), sp.tanh(z), preamble=preamble)
+        ), sp.tanh(z), preamble=preamble,
+            vector_inputs=(("tv", "np.tanh(x)"), ("ex", "np.exp(-2.0 * np.abs(x))")),
+            vector_carriers=("tv", "4.0 * ex / ((1.0 + ex) * (1.0 + ex))"))
     if name in ("sigmoid", "softplus", "silu"):
         # g = sigma(z) and h = 1 - g = sigma(-z), each evaluated on the side where exp() cannot
         # overflow; carrying h separately keeps relative precision in saturation, where
@@ -202,15 +227,22 @@ def _builtin(name: str) -> ActivationSpec:
             _carrier("h", "math.exp(-x) / (1.0 + math.exp(-x)) if x >= 0.0 else 1.0 / (1.0 + math.exp(x))",
                      -g * h, 1 / (1 + sp.exp(z))),
         )
+        # The array form: en = e^(-|z|) from NumPy, g and h from it on the same sides.
+        vector = dict(vector_inputs=(("en", "np.exp(-np.abs(x))"),),
+                      vector_carriers=("1.0 / (1.0 + en) if x >= 0.0 else en / (1.0 + en)",
+                                       "en / (1.0 + en) if x >= 0.0 else 1.0 / (1.0 + en)"))
         if name == "sigmoid":
-            return ActivationSpec(name, g, logistic, 1 / (1 + sp.exp(-z)))
+            return ActivationSpec(name, g, logistic, 1 / (1 + sp.exp(-z)), **vector)
         if name == "silu":
             # Every term of s^(m), m >= 1, with a power of z carries g*h <= e^-|z|, which is
             # exactly 0 in floating point beyond |z| = 745.2 (the smallest subnormal is e^-744.4).
-            return ActivationSpec(name, z * g, logistic, z / (1 + sp.exp(-z)), decaying=(g, h), far_out=800.0)
+            return ActivationSpec(name, z * g, logistic, z / (1 + sp.exp(-z)), decaying=(g, h), far_out=800.0,
+                                  **vector)
         # softplus(z) = log(1 + e^z), written so that neither branch overflows.
         sp_value = _carrier("v", "max(x, 0.0) + math.log1p(math.exp(-abs(x)))", g, sp.log(1 + sp.exp(z)))
-        return ActivationSpec(name, sp_value.symbol, logistic + (sp_value,), sp.log(1 + sp.exp(z)))
+        return ActivationSpec(name, sp_value.symbol, logistic + (sp_value,), sp.log(1 + sp.exp(z)),
+                              vector_inputs=vector["vector_inputs"] + (("lp", "np.log1p(en)"),),
+                              vector_carriers=vector["vector_carriers"] + ("max(x, 0.0) + lp",))
     if name == "gelu":
         # GELU in its exact (erf) form: z * Phi(z), Phi the standard normal CDF, phi its density.
         phi_s, cdf_s = sp.Symbol("q", real=True), sp.Symbol("c", real=True)
@@ -221,15 +253,19 @@ def _builtin(name: str) -> ActivationSpec:
         # Every term of s^(m) with a power of z carries the density q, which is exactly 0 in
         # floating point beyond |z| = 38.6 (e^(-z^2/2) below e^-745); q is float64 even for a
         # float32 x (the literals promote it).
+        # No array form: erfc, which NumPy lacks, costs most of the element loop (measured: an
+        # array form with NumPy's exp gained 10 %).
         return ActivationSpec(name, z * cdf_s, (density, cdf), z * (1 + sp.erf(z / sp.sqrt(2))) / 2,
                               decaying=(phi_s,), far_out=40.0)
     if name in ("sin", "cos"):
         sn, cs = sp.Symbol("sn", real=True), sp.Symbol("cs", real=True)
         carriers = (_carrier("sn", "math.sin(x)", cs, sp.sin(z)), _carrier("cs", "math.cos(x)", -sn, sp.cos(z)))
+        # No array form: NumPy's float64 sin and cos were twice as slow as the element loop here.
         return ActivationSpec(name, sn if name == "sin" else cs, carriers, sp.sin(z) if name == "sin" else sp.cos(z))
     if name == "exp":
         e = sp.Symbol("e", real=True)
-        return ActivationSpec(name, e, (_carrier("e", "math.exp(x)", e, sp.exp(z)),), sp.exp(z))
+        return ActivationSpec(name, e, (_carrier("e", "math.exp(x)", e, sp.exp(z)),), sp.exp(z),
+                              vector_inputs=(("ev", "np.exp(x)"),), vector_carriers=("ev",))
     if name == "identity":
         return ActivationSpec(name, z, (), z)
     if name in RELU_LIKE:

@@ -51,13 +51,18 @@ def render_kernel(activation, order: int) -> RenderedKernel:
     if spec.max_order is not None and order > spec.max_order:
         spec.taylor_derivatives(order)  # raises the activation's own explanation
     started = time.perf_counter()
+    vector_lines = []
     if spec.first_order_code is not None:
         value_code, derivative_code = spec.first_order_code
         derivative_lines = [f"s0 = {value_code}", f"s1 = {derivative_code}"]
     else:
         names, expressions, clamp_lines = spec.kernel_assignments(order)
         carrier_lines = list(spec.preamble) + clamp_lines + [f"{c.symbol.name} = {c.code}" for c in spec.carriers]
-        derivative_lines = carrier_lines + printing.assignments(names, expressions, temporary_prefix="_d")
+        polynomial_lines = printing.assignments(names, expressions, temporary_prefix="_d")
+        derivative_lines = carrier_lines + polynomial_lines
+        if spec.vector_inputs:
+            vector_lines = clamp_lines + [f"{c.symbol.name} = {code}"
+                                          for c, code in zip(spec.carriers, spec.vector_carriers)] + polynomial_lines
     directional_lines = printing.assignments(
         [f"c{k}" for k in range(1, order + 1)], vertex_sums.directional_expressions(order), temporary_prefix="_c")
     term_lines = []
@@ -76,7 +81,9 @@ def render_kernel(activation, order: int) -> RenderedKernel:
         order=order,
         refresh_command=refresh_command(spec.name, order),
         derivative_lines=derivative_lines,
-        uses_math=any("math." in line for line in derivative_lines),
+        uses_math=any("math." in line for line in derivative_lines + vector_lines),
+        vector_inputs=list(spec.vector_inputs) if vector_lines else [],
+        vector_lines=vector_lines,
         directional_lines=directional_lines,
         valences=list(vertex_sums.valences(order)),
         valences_tuple=repr(vertex_sums.valences(order)),

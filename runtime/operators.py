@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import memory, taylor as _taylor, threads, workspace
-from .kernels import call_kernel, resolve_kernels
+from .kernels import activation_derivatives, call_kernel, resolve_kernels
 from .operator_kernels import RULE_OPERATORS, rule_module
 
 # The carried rows of one block of points a thread takes through all layers at a time: long
@@ -172,7 +172,7 @@ def _activate(carried, module, rules, sum_weights, full: bool) -> None:
     only the value and the operator's row."""
     values = np.ascontiguousarray(carried[:, 0, :]).reshape(-1)
     derivatives = workspace.array("operator derivatives", (values.size, rules.ORDER + 1), carried.dtype)
-    call_kernel(module, "taylor_derivatives", values, derivatives)
+    activation_derivatives(module, values, derivatives)
     if rules.OPERATOR == "laplacian":
         call_kernel(rules, "activate", carried, derivatives, sum_weights, 0, carried.shape[0], full)
     else:

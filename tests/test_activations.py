@@ -13,6 +13,9 @@ from feynmlp.kernels import kernel_module
 from helpers.symbolic_reference import ACTIVATION_FORMULAS
 
 POINTS = [-2.3, -0.7, 0.0, 0.4, 1.9]
+# Each kernel module's element loop and its array form (NumPy ufuncs for exp, log1p, tanh),
+# both against the same references.
+FORMS = ["taylor_derivatives", "taylor_derivatives_vector"]
 
 
 def reference_derivatives(formula, order, point):
@@ -34,13 +37,14 @@ def test_symbolic_derivatives_match_diff(name):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("name", BUILTIN_ACTIVATIONS)
 @pytest.mark.parametrize("order", [1, 4])
-def test_generated_derivative_kernels(name, order):
+def test_generated_derivative_kernels(name, order, form):
     module = kernel_module(name, order)
     z = np.array(POINTS)
     out = np.empty((z.size, order + 1))
-    module.taylor_derivatives(z, out)
+    getattr(module, form)(z, out)
     for row, point in zip(out, POINTS):
         np.testing.assert_allclose(row, reference_derivatives(ACTIVATION_FORMULAS[name], order, point),
                                    rtol=1e-12, atol=1e-14)
@@ -56,15 +60,16 @@ def test_tanh_derivatives_are_polynomials_in_tanh_and_sech2():
     assert sp.expand(derivs[2].subs(u, 1 - t**2) - (-t * (1 - t**2))) == 0
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("name", ["tanh", "sigmoid", "softplus", "silu"])
-def test_saturated_neurons_keep_relative_precision(name):
+def test_saturated_neurons_keep_relative_precision(name, form):
     # Far in saturation the derivatives are tiny; computing them as 1 - t*t or 1 - sigma
     # would cancel to garbage. Reference: SymPy's diff of the closed form at 40 digits.
     order = 4
     module = kernel_module(name, order)
     points = np.array([-25.0, -12.0, 12.0, 25.0])
     out = np.empty((points.size, order + 1))
-    module.taylor_derivatives(points, out)
+    getattr(module, form)(points, out)
     for row, point in zip(out, points):
         z = sp.Symbol("z", real=True)
         expr = ACTIVATION_FORMULAS[name](z)
@@ -74,23 +79,25 @@ def test_saturated_neurons_keep_relative_precision(name):
                 assert abs(row[m] - want) <= 1e-12 * abs(want), (name, point, m, row[m], want)
 
 
-def test_tanh_from_one_exponential_is_exact_across_its_branches():
-    # The tanh kernel takes t and u from e^(-2|z|), through expm1 below |z| = 1: each of
-    # t, u, t'' / 2 within a few ulps (relative) of SymPy at 40 digits on both sides of the
-    # switch, near 0 (where 1 - e^(-2|z|) would cancel) and far out; tanh(-0.0) keeps its sign.
+@pytest.mark.parametrize("form", FORMS)
+def test_tanh_from_one_exponential_is_exact_across_its_branches(form):
+    # The tanh kernel takes t and u from e^(-2|z|), through expm1 below |z| = 1 (its array
+    # form: t from NumPy's tanh): each of t, u, t'' / 2 within a few ulps (relative) of SymPy
+    # at 40 digits on both sides of the switch, near 0 (where 1 - e^(-2|z|) would cancel) and
+    # far out; tanh(-0.0) keeps its sign.
     order = 2
     module = kernel_module("tanh", order)
     points = np.array([1e-300, -1e-12, 3e-9, -0.01, 0.3, np.nextafter(1.0, 0.0), 1.0, -1.0,
                        np.nextafter(1.0, 2.0), 1.7, -6.0, 19.0, -300.0])
     out = np.empty((points.size, order + 1))
-    module.taylor_derivatives(points, out)
+    getattr(module, form)(points, out)
     for row, point in zip(out, points):
         # Closed forms at 40 digits (1 - tanh^2 would cancel to 0 in SymPy too, far out).
         z = sp.Float(float(point), 40)
         for m, want in enumerate([sp.tanh(z), sp.sech(z)**2, -sp.tanh(z) * sp.sech(z)**2]):
             want = float(want.evalf(40))
             assert abs(row[m] - want) <= 4e-16 * abs(want), (point, m, row[m], want)
-    module.taylor_derivatives(np.array([-0.0]), out[:1])
+    getattr(module, form)(np.array([-0.0]), out[:1])
     assert out[0, 0] == 0.0 and np.signbit(out[0, 0]) and out[0, 1] == 1.0
 
 
@@ -128,3 +135,28 @@ def test_relu_like_refused_beyond_first_order(name):
 def test_unknown_activation_names_the_value():
     with pytest.raises(UnsupportedActivationError, match="'swoosh'"):
         get_activation("swoosh")
+
+
+@pytest.mark.parametrize("name", BUILTIN_ACTIVATIONS)
+def test_array_form_agrees_with_the_element_loop_on_long_arrays(name):
+    # Many values of every magnitude, float32 and non-finite ones included: the array form
+    # equals the element loop to rounding (scaled by the largest derivative of the value, since
+    # a derivative polynomial near one of its roots cancels in both), and NaN/inf where it does.
+    rng = np.random.default_rng(7)
+    z = np.concatenate([rng.normal(size=3000) * 4, 10.0 ** rng.uniform(-300, 2.8, 1000) * rng.choice([-1, 1], 1000),
+                        [0.0, -0.0, 745.0, -745.0, 1e300, -1e300, np.inf, -np.inf, np.nan]])
+    for order in (2, 4):
+        module = kernel_module(name, order)
+        for dtype in (np.float64, np.float32):
+            loop, array = np.empty((z.size, order + 1), dtype), np.empty((z.size, order + 1), dtype)
+            with np.errstate(all="ignore"):
+                values = z.astype(dtype)
+                module.taylor_derivatives(values, loop)
+                module.taylor_derivatives_vector(values, array)
+                finite = np.isfinite(loop)
+                error = np.where(finite, np.abs(array - loop), 0.0)
+            np.testing.assert_array_equal(np.isnan(loop), np.isnan(array))
+            np.testing.assert_array_equal(array[~finite & ~np.isnan(loop)], loop[~finite & ~np.isnan(loop)])
+            scale = np.max(np.where(finite, np.abs(loop), 0.0), axis=1, keepdims=True)
+            tolerance = 1e-14 if dtype == np.float64 else 1e-6
+            assert np.all(error <= tolerance * scale), (name, order, dtype, z[np.argmax(np.max(error / np.where(scale > 0, scale, 1), axis=1))])

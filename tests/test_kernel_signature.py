@@ -134,7 +134,8 @@ def test_text_only_edits_keep_the_hash_and_the_shipped_kernels(tmp_path):
 _KERNEL_EDITS = {
     "derivative constant": ("0.3989422804014327 * math.exp(-0.5 * x * x)", "0.3989422804014328 * math.exp(-0.5 * x * x)",
                             "gelu", 2),
-    "template": ("        out[i, {{ m }}] = s{{ m }}\n", "        out[i, {{ m }}] = 1.0 * s{{ m }}\n", "tanh", 2),
+    "template": ("        x = z[i]\n{% for line in derivative_lines %}", "        x = 1.0 * z[i]\n{% for line in derivative_lines %}",
+                 "tanh", 2),
     "registry value": ("LEAKY_SLOPE = 0.01\n", "LEAKY_SLOPE = 0.02\n", "leaky_relu", 1),
 }
 
