@@ -87,11 +87,11 @@ def feynmlp_flops(name: str, sizes, batch: int) -> int:
       + sum over hidden layers of n_l B (10 K + A)  activation derivatives and rule kernel
       + sum over later affine maps of 2 n_l n_(l-1) B R'
 
-    with R' = R, except for the output map of the Laplacian and the biharmonic, R' = 2 (only
-    the value and the operator's row are mapped); the rule kernel's A = 3d + 4 (Laplacian) or
+    with R' = R, except for the output map, R' = 2 (only the value and the operator's row are
+    mapped); the rule kernel's A = 3d + 4 (Laplacian) or
     9 T + 15 d + 30, T = d(d+1)/2 (biharmonic). The pde case is a second-order operator:
-    feynmlp.operator carries it as a weighted Laplacian along d = 3 directions (x and y with
-    weight 1, and t for the first-order part), every row mapped to the output.
+    feynmlp.operator carries it as a weighted Laplacian along d = 2 directions (x and y), the
+    first-order part u_t starting in the operator's row.
     """
     n0, hidden = sizes[0], sizes[1:-1]
     if name == "biharmonic":
@@ -99,9 +99,8 @@ def feynmlp_flops(name: str, sizes, batch: int) -> int:
         triangle = d * (d + 1) // 2
         rows, work, last = 2 + 2 * d + triangle, 9 * triangle + 15 * d + 30, 2
     else:
-        d, order = (n0, 2) if name == "laplacian" else (3, 2)
-        rows, work = d + 2, 3 * d + 4
-        last = 2 if name == "laplacian" else rows
+        d, order = (n0, 2) if name == "laplacian" else (2, 2)
+        rows, work, last = d + 2, 3 * d + 4, 2
     flops = 2 * sizes[1] * n0 * batch
     flops += sum(width * batch * (10 * order + work) for width in hidden)
     maps = list(zip(sizes[1:-1], sizes[2:]))
