@@ -1,7 +1,8 @@
 """Finding, verifying and loading the generated kernel modules.
 
 In: an activation (built-in name or SymPy expression) and an order K. Out: the imported kernel
-module (`taylor_derivatives`, `compose_directional`, `compose_multivariate`, ORDER, VALENCES).
+module (`taylor_derivatives` and its array form `taylor_derivatives_vector`,
+`compose_directional`, `compose_multivariate`, ORDER, VALENCES).
 
 - Shipped kernels (orders 1-4, built-in activations) are imported from feynmlp.generated after
   checking the file's SHA-256 against generated/manifest.json and the manifest's codegen hash
@@ -449,6 +450,9 @@ def call_kernel(module, function_name: str, *args, blocks: int | None = None):
 # Below this many values the array form's NumPy calls (about 1 us each) cost more than the
 # element loop saves (3-14 ns per value): one point through a 64-wide layer stays in the loop.
 VECTOR_MIN_VALUES = 1024
+# Float64 arrays as long as z that the array form holds at once, at most: the float64 copy of
+# a float32 z, the ufuncs' results and NumPy's temporaries between them.
+VECTOR_FORM_ARRAYS = 4
 
 
 def activation_derivatives(module, z, out) -> None:

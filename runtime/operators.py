@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import memory, taylor as _taylor, threads, workspace
-from .kernels import activation_derivatives, call_kernel, resolve_kernels
+from .kernels import VECTOR_FORM_ARRAYS, activation_derivatives, call_kernel, resolve_kernels
 from .operator_kernels import RULE_OPERATORS, rule_module
 
 # The carried rows of one block of points a thread takes through all layers at a time: long
@@ -114,9 +114,10 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
     # 21 GFLOP/s, and (2560 x 128) @ (128 x 128) at 59 GFLOP/s.
     block = int(max(1, min(batch, _BLOCK_BYTES // (rows * max(widths) * itemsize))))
     # Per thread: two carried arrays of a block, the values and derivatives of its widest
-    # layer, the rows kept for the result, and the rule kernel's per-neuron work arrays (at
-    # most d + 6 rows).
-    working = threads.count() * max(widths) * itemsize * (block * (2 * rows + order + 2 + kept) + count + order + 7)
+    # layer, the rows kept for the result, the rule kernel's per-neuron work arrays (at most
+    # d + 6 rows), and the float64 arrays of the derivatives' array form.
+    working = threads.count() * max(widths) * (itemsize * (block * (2 * rows + order + 2 + kept) + count + order + 7)
+                                               + 8 * block * VECTOR_FORM_ARRAYS)
     memory.check(batch * widths[-1] * kept * itemsize, itemsize, 0, working,
                  f"the {operator} in {count} variables for {batch} point(s)",
                  "use fewer points per call, or restrict the variables with wrt=[...]",
