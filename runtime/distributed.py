@@ -26,26 +26,21 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import threading
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import multi_index, threads
+from . import checks, multi_index, threads
 from .errors import FeynmlpError
 from .kernels import validate_order
 from .schemes import check_name
-from .taylor import TaylorExpansion, _real_array, is_dask_array
+from .checks import is_dask_array, real_array
+from .taylor import TaylorExpansion
 from .taylor import directional as _directional_in_memory
 from .taylor import taylor as _taylor_in_memory
 
 __all__ = ["DaskTaylorExpansion", "ModelSpec", "BlockTask", "is_dask_array", "process_report"]
-
-
-def _expansions():
-    """The module feynmlp.taylor (the package's attribute of that name is the function)."""
-    return sys.modules["feynmlp.taylor"]
 
 
 def _dask_array():
@@ -228,11 +223,11 @@ def _check_dask_points(x, n_inputs: int, what: str):
 
 
 def _common_checks(mlp, order, dtype, nonfinite):
-    mlp = _expansions()._check_mlp(mlp)
+    mlp = checks.check_mlp(mlp)
     order = validate_order(order)
-    dtype = _expansions()._check_dtype(dtype)
-    _expansions()._activations(mlp, order)
-    _expansions()._check_nonfinite_option(nonfinite)
+    dtype = checks.check_dtype(dtype)
+    checks.supported_activations(mlp, order)
+    checks.check_nonfinite_option(nonfinite)
     return mlp, order, dtype
 
 
@@ -240,7 +235,7 @@ def taylor(mlp, x, order, wrt=None, dtype=np.float64, scheme="auto", nonfinite="
     """feynmlp.taylor for a dask array x: the same arguments and checks, lazy results."""
     da = _dask_array()
     mlp, order, dtype = _common_checks(mlp, order, dtype, nonfinite)
-    variables = _expansions()._check_wrt(wrt, mlp.n_inputs)
+    variables = checks.check_wrt(wrt, mlp.n_inputs)
     check_name(scheme, mlp.output_activation)  # at graph time, not in the tasks
     points, single = _check_dask_points(x, mlp.n_inputs, "x")
     task = BlockTask(ModelSpec.of(mlp), "taylor", order, variables, dtype.str, scheme, nonfinite,
@@ -261,7 +256,7 @@ def directional(mlp, x, v, order, dtype=np.float64, nonfinite="raise"):
         if is_dask_array(value):
             array, single = _check_dask_points(value, mlp.n_inputs, what)
         else:
-            array, single = _expansions()._check_points(value, mlp.n_inputs, what, dtype)
+            array, single = checks.check_points(value, mlp.n_inputs, what, dtype)
         arrays.append(array)
         singles.append(single)
     rows = [a.shape[0] for a in arrays]
@@ -290,16 +285,16 @@ def operator(kind, mlp, x, dtype=np.float64, nonfinite="raise", wrt=None, terms=
     """feynmlp.laplacian / biharmonic (kind, with wrt) or feynmlp.operator (terms) for a dask
     array x: the same checks, a lazy (batch, n_out), or (n_out,) for a single point."""
     da = _dask_array()
-    mlp = _expansions()._check_mlp(mlp)
-    dtype = _expansions()._check_dtype(dtype)
-    _expansions()._check_nonfinite_option(nonfinite)
+    mlp = checks.check_mlp(mlp)
+    dtype = checks.check_dtype(dtype)
+    checks.check_nonfinite_option(nonfinite)
     variables, checked = None, ()
     if kind == "operator":
         from .operator_terms import check_terms
 
         checked = tuple(check_terms(terms, mlp.n_inputs).items())
     else:
-        variables = _expansions()._check_wrt(wrt, mlp.n_inputs)
+        variables = checks.check_wrt(wrt, mlp.n_inputs)
     points, single = _check_dask_points(x, mlp.n_inputs, "x")
     task = BlockTask(ModelSpec.of(mlp), kind, 0, variables, dtype.str, "auto", nonfinite, (points.dtype.str,),
                      ("x",), checked)
@@ -357,7 +352,7 @@ class DaskTaylorExpansion(TaylorExpansion):
                 raise FeynmlpError(f"displacements h must hold real numbers, got the dask array of dtype {h.dtype}")
             h = h.astype(self.dtype)
         else:
-            h = _real_array(h, "displacements h", self.dtype)
+            h = real_array(h, "displacements h", self.dtype)
         if h.ndim == 0 or h.shape[-1] != n:
             raise FeynmlpError(
                 f"displacements must have {n} components (the expanded variables), got shape {h.shape}")

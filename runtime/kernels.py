@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import math
 import numbers
 import os
 import stat
@@ -33,6 +34,8 @@ import warnings
 from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
+
+import numpy as np
 
 from . import files, threads
 from .activation_names import BUILTIN_ACTIVATIONS, canonical_name, check_order_supported
@@ -461,3 +464,19 @@ def activation_derivatives(module, z, out) -> None:
     its element loop (`taylor_derivatives`) for short z; the two agree to rounding."""
     long = z.shape[0] >= VECTOR_MIN_VALUES
     call_kernel(module, "taylor_derivatives_vector" if long else "taylor_derivatives", z, out)
+
+
+def raw_derivatives(activation, order: int):
+    """s^(m)(z) for m = 0..m_max (not divided by m!), from the generated kernel of `order`."""
+    module = kernel_module(activation, order)
+
+    def derivatives(z, m_max):
+        z = np.asarray(z, dtype=np.float64)
+        flat = np.ascontiguousarray(z.reshape(-1))
+        out = np.empty((flat.size, order + 1))
+        module.taylor_derivatives(flat, out)
+        factorials = np.array([math.factorial(m) for m in range(order + 1)], dtype=np.float64)
+        raw = (out * factorials)[:, : m_max + 1].T
+        return raw.reshape((m_max + 1,) + z.shape)
+
+    return derivatives

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from . import memory, multi_index, push, taylor as _taylor, threads
+from . import checks, memory, multi_index, push, taylor as _taylor, threads
 from .errors import FeynmlpError, ResourceLimitError
 from .kernels import MAX_ORDER, is_sympy_expression, resolve_kernels
 from .mlp import MLP
@@ -240,15 +240,15 @@ def operator(mlp: MLP, x, terms, dtype=np.float64, nonfinite: str = "raise") -> 
         (batch, n_out), or (n_out,) for a single point: derivatives, not Taylor coefficients.
         For a dask array x, a lazy dask array (feynmlp.distributed).
     """
-    if _taylor.is_dask_array(x):
+    if checks.is_dask_array(x):
         from . import distributed
 
         return distributed.operator("operator", mlp, x, dtype, nonfinite, terms=terms)
-    mlp = _taylor._check_mlp(mlp)
+    mlp = checks.check_mlp(mlp)
     checked = check_terms(terms, mlp.n_inputs)
-    dtype = _taylor._check_dtype(dtype)
-    points, single = _taylor._check_points(x, mlp.n_inputs, dtype=dtype)
-    _taylor._check_nonfinite_option(nonfinite)
+    dtype = checks.check_dtype(dtype)
+    points, single = checks.check_points(x, mlp.n_inputs, dtype=dtype)
+    checks.check_nonfinite_option(nonfinite)
     if max(sum(alpha) for alpha in checked) == 2:  # order 1 (ReLU networks too) stays on the general path
         values = _second_order(mlp, points, checked, dtype, nonfinite)
         return values[0] if single else values
@@ -298,7 +298,7 @@ def _second_order(mlp: MLP, points, terms: dict, dtype, nonfinite: str) -> np.nd
 
 def sparse_taylor(mlp: MLP, x, order: int, indices, dtype=np.float64, nonfinite: str = "raise") -> "SparseExpansion":
     """The coefficients d^alpha f / alpha! of the listed multi-indices only (|alpha| <= order)."""
-    mlp = _taylor._check_mlp(mlp)
+    mlp = checks.check_mlp(mlp)
     if isinstance(indices, (str, bytes)) or not hasattr(indices, "__iter__"):
         raise FeynmlpError(f"indices must be a list of multi-indices, got {type(indices).__name__}")
     listed = [check_multi_index(alpha, mlp.n_inputs, f"index {_short(alpha)}") for alpha in indices]
@@ -307,9 +307,9 @@ def sparse_taylor(mlp: MLP, x, order: int, indices, dtype=np.float64, nonfinite:
     for alpha in listed:
         if sum(alpha) > order:
             raise FeynmlpError(f"index {alpha} has order {sum(alpha)}, above the requested order {order}")
-    dtype = _taylor._check_dtype(dtype)
-    points, single = _taylor._check_points(x, mlp.n_inputs, dtype=dtype)
-    _taylor._check_nonfinite_option(nonfinite)
+    dtype = checks.check_dtype(dtype)
+    points, single = checks.check_points(x, mlp.n_inputs, dtype=dtype)
+    checks.check_nonfinite_option(nonfinite)
     subset = Subset(listed, mlp.n_inputs)
     coefficients = _subset_coefficients(mlp, points, subset, dtype, nonfinite)
     columns = np.array([subset.column(alpha) for alpha in listed], dtype=np.intp)
@@ -319,7 +319,7 @@ def sparse_taylor(mlp: MLP, x, order: int, indices, dtype=np.float64, nonfinite:
 
 def divergence(mlp: MLP, x, dtype=np.float64, nonfinite: str = "raise") -> np.ndarray:
     """sum_i df_i/dx_i of a vector field (n_out == n_in): (batch,), or a 0-d array for one point."""
-    mlp = _taylor._check_mlp(mlp)
+    mlp = checks.check_mlp(mlp)
     if mlp.n_outputs != mlp.n_inputs:
         raise FeynmlpError(f"the divergence needs as many outputs as inputs; this network maps {mlp.n_inputs} "
                            f"inputs to {mlp.n_outputs} outputs")
@@ -329,12 +329,12 @@ def divergence(mlp: MLP, x, dtype=np.float64, nonfinite: str = "raise") -> np.nd
 
 def _subset_coefficients(mlp: MLP, points, subset: Subset, dtype, nonfinite: str) -> np.ndarray:
     order = subset.order
-    hidden, output = _taylor._activations(mlp, order)
-    coefficients = _taylor._guard_division(
+    hidden, output = checks.supported_activations(mlp, order)
+    coefficients = checks.guard_division(
         lambda: subset_series(mlp.weights, mlp.biases, hidden, output, points, subset, dtype),
         mlp, points, order, dtype)
     if nonfinite == "raise":
-        _taylor._refuse_nonfinite(coefficients, "coefficient",
+        checks.refuse_nonfinite(coefficients, "coefficient",
                                   lambda c: f"multi-index {subset.exponents[c].tolist()} over inputs "
                                             f"{subset.variables.tolist()}", mlp, points, order, dtype)
     return coefficients

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import memory, taylor as _taylor, threads, workspace
+from . import checks, memory, threads, workspace
 from .kernels import VECTOR_FORM_ARRAYS, activation_derivatives, call_kernel, resolve_kernels
 from .operator_kernels import RULE_OPERATORS, rule_module
 
@@ -58,14 +58,14 @@ def biharmonic(mlp, x, wrt=None, dtype=np.float64, nonfinite: str = "raise") -> 
 
 
 def _collapsed(operator: str, mlp, x, wrt, dtype, nonfinite: str) -> np.ndarray:
-    if _taylor.is_dask_array(x):
+    if checks.is_dask_array(x):
         from . import distributed
 
         return distributed.operator(operator, mlp, x, dtype, nonfinite, wrt=wrt)
-    mlp = _taylor._check_mlp(mlp)
-    dtype = _taylor._check_dtype(dtype)
-    points, single = _taylor._check_points(x, mlp.n_inputs, dtype=dtype)
-    variables = _taylor._check_wrt(wrt, mlp.n_inputs)
+    mlp = checks.check_mlp(mlp)
+    dtype = checks.check_dtype(dtype)
+    points, single = checks.check_points(x, mlp.n_inputs, dtype=dtype)
+    variables = checks.check_wrt(wrt, mlp.n_inputs)
     directions = np.eye(mlp.n_inputs)[list(variables)]
     values = evaluate(operator, mlp, points, directions, np.ones(len(variables)), None, dtype, nonfinite)[:, -1, :]
     return values[0] if single else values
@@ -75,14 +75,14 @@ def evaluate(operator: str, mlp, points, directions, weights, first_order, dtype
     """carried_operator with feynmlp.taylor's guards: the activation's order, a division by
     zero, and non-finite results (named, or propagated)."""
     order = RULE_OPERATORS[operator]
-    hidden, output = _taylor._activations(mlp, order)
-    _taylor._check_nonfinite_option(nonfinite)
-    carried = _taylor._guard_division(
+    hidden, output = checks.supported_activations(mlp, order)
+    checks.check_nonfinite_option(nonfinite)
+    carried = checks.guard_division(
         lambda: carried_operator(operator, mlp.weights, mlp.biases, hidden, output, points, directions, weights,
                                  first_order, dtype),
         mlp, points, order, dtype)
     if nonfinite == "raise":
-        _taylor._refuse_nonfinite(carried[:, -1, :, None], f"{operator} value", lambda _: operator, mlp, points,
+        checks.refuse_nonfinite(carried[:, -1, :, None], f"{operator} value", lambda _: operator, mlp, points,
                                   order, dtype)
     return carried
 

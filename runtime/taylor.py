@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 from typing import Sequence
 
 import numpy as np
@@ -20,8 +19,10 @@ import numpy as np
 from . import memory, multi_index
 from .directional import directional_series
 from .errors import FeynmlpError, ResourceLimitError
-from .kernels import kernel_module, validate_order
-from .mlp import MLP, tensor_as_numpy
+from .checks import (check_dtype, check_mlp, check_nonfinite_option, check_points, check_wrt, guard_division,
+                     is_dask_array, real_array, refuse_nonfinite, supported_activations)
+from .kernels import raw_derivatives, validate_order
+from .mlp import MLP
 from .multivariate import multivariate_series
 
 # Working memory of one chunk of e(h) (the monomials of a group of displacements) and of one
@@ -173,7 +174,7 @@ class TaylorExpansion:
         per degree), for groups of displacements at a time, so memory stays O(M) per group.
         """
         n = len(self.wrt)
-        h = _real_array(h, "displacements h", self.dtype)
+        h = real_array(h, "displacements h", self.dtype)
         if h.ndim == 0 or h.shape[-1] != n:
             raise FeynmlpError(f"displacements must have {n} components (the expanded variables), got shape {h.shape}")
         batch, n_out, columns = self._coefficients.shape
@@ -263,23 +264,6 @@ class TaylorExpansion:
 
 # ----------------------------------------------------------------------------- validation
 
-def _check_mlp(mlp) -> MLP:
-    if not isinstance(mlp, MLP):
-        raise FeynmlpError(f"expected a feynmlp.MLP, got {type(mlp).__name__}; build one with feynmlp.MLP(weights, "
-                           "biases, activation) or feynmlp.MLP.from_torch(module)")
-    return mlp
-
-
-def _check_dtype(dtype):
-    try:
-        dtype = np.dtype(dtype)
-    except TypeError:
-        raise FeynmlpError(f"dtype must be float64 or float32, got {dtype!r}") from None
-    if dtype not in (np.dtype(np.float64), np.dtype(np.float32)):
-        raise FeynmlpError(f"dtype must be float64 or float32, got {dtype}")
-    return dtype
-
-
 def _tensor_split(n: int, k: int) -> int:
     """How many trailing axes of a dense order-k tensor go into each copied block: blocks of at
     least _TENSOR_BLOCK entries (copied whole, not entry by entry) while the table of blocks,
@@ -289,20 +273,6 @@ def _tensor_split(n: int, k: int) -> int:
            and 4 * multi_index.count_of_order(n, k - split - 1) * n ** (split + 1) <= n**k):
         split += 1
     return split
-
-
-def _real_array(value, what: str, dtype) -> np.ndarray:
-    """`value` (array-like or torch tensor) as an array of `dtype`; anything but real numbers is refused."""
-    value = tensor_as_numpy(value, what)
-    try:
-        array = np.asarray(value)
-    except (TypeError, ValueError) as exc:  # ragged nesting
-        raise FeynmlpError(f"{what} must be an array of numbers: {exc}") from None
-    if array.dtype.kind == "c":
-        raise FeynmlpError(f"{what} must hold real numbers, got dtype {array.dtype}")
-    if array.dtype.kind not in "biuf":
-        raise FeynmlpError(f"{what} must be an array of numbers, got dtype {array.dtype}")
-    return array.astype(dtype, copy=False)
 
 
 def _sympy_symbols(symbols, wrt: tuple[int, ...]) -> list:
@@ -339,32 +309,6 @@ def _sympy_symbols(symbols, wrt: tuple[int, ...]) -> list:
     return symbols
 
 
-def _check_points(x, n_inputs: int, what: str = "x", dtype=np.float64) -> tuple[np.ndarray, bool]:
-    x = tensor_as_numpy(x, what)
-    try:
-        # Inside the try: a ragged nested list makes even the complex test raise.
-        complex_dtype = np.asarray(x).dtype if np.iscomplexobj(x) else None
-        points = None if complex_dtype is not None else np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise FeynmlpError(f"{what} must be an array of numbers: {exc}") from None
-    if complex_dtype is not None:
-        raise FeynmlpError(f"{what} must hold real numbers, got dtype {complex_dtype}")
-    if points.ndim not in (1, 2) or points.shape[-1] != n_inputs:
-        raise FeynmlpError(f"{what} must have shape ({n_inputs},) or (batch, {n_inputs}) for this network, "
-                           f"got {points.shape}")
-    bad = ~np.isfinite(points)
-    if bad.any():
-        raise FeynmlpError(f"{what} contains {int(bad.sum())} NaN or infinite value(s) "
-                           f"(first at index {tuple(int(i) for i in np.argwhere(bad)[0])})")
-    if points.ndim == 2 and points.shape[0] == 0:
-        raise FeynmlpError(f"{what} holds no points (shape {points.shape})")
-    limit = np.finfo(dtype).max
-    if np.dtype(dtype) != np.float64 and np.any(np.abs(points) > limit):
-        raise FeynmlpError(f"{what} holds values beyond the largest {np.dtype(dtype)} ({limit:.3g}); "
-                           "use dtype=float64")
-    return np.atleast_2d(points), points.ndim == 1
-
-
 def _integer_exponents(alpha) -> np.ndarray:
     """alpha as an array of integers; anything else (floats, even 1.0, as for `order`) is refused.
 
@@ -383,142 +327,7 @@ def _integer_exponents(alpha) -> np.ndarray:
     raise FeynmlpError(f"alpha must be a list of integer exponents, got {alpha!r}")
 
 
-def _check_wrt(wrt, n_inputs: int) -> tuple[int, ...]:
-    if wrt is None:
-        return tuple(range(n_inputs))
-    if hasattr(wrt, "__len__") and len(wrt) > n_inputs:
-        raise FeynmlpError(f"wrt holds {len(wrt)} indices but the network has only {n_inputs} inputs")
-    if np.asarray(wrt).dtype == bool:
-        # A boolean mask would be read as the indices 0 and 1; say so instead.
-        raise FeynmlpError(f"wrt must be a list of input indices, got the booleans {wrt!r}; for a mask "
-                           "pass np.flatnonzero(mask)")
-    try:
-        indices = [int(i) for i in np.atleast_1d(np.asarray(wrt))]
-        if not np.all(np.asarray(wrt) == np.asarray(indices)):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise FeynmlpError(f"wrt must be a list of input indices, got {wrt!r}") from None
-    if not indices:
-        raise FeynmlpError("wrt is empty; give at least one input index")
-    bad = [i for i in indices if not 0 <= i < n_inputs]
-    if bad:
-        shown = ", ".join(str(i) for i in bad[:10]) + (f", ... ({len(bad)} in all)" if len(bad) > 10 else "")
-        raise FeynmlpError(f"wrt holds input indices [{shown}] outside 0..{n_inputs - 1}")
-    if len(set(indices)) != len(indices):
-        raise FeynmlpError(f"wrt holds repeated indices: {indices}")
-    return tuple(indices)
-
-
-def _check_nonfinite_option(nonfinite) -> None:
-    if nonfinite not in ("raise", "propagate"):
-        raise FeynmlpError(f"nonfinite must be 'raise' or 'propagate', got {nonfinite!r}")
-
-
-def _refuse_nonfinite(values: np.ndarray, what: str, describe, mlp: MLP, points: np.ndarray, order: int,
-                      dtype) -> None:
-    """A FeynmlpError naming the first inf/NaN result and where it comes from (finite inputs)."""
-    bad = ~np.isfinite(values)
-    if bad.any():
-        point, output, column = (int(i) for i in np.argwhere(bad)[0])
-        row = min(point, points.shape[0] - 1)  # one point shared by many directions
-        cause = _layer_fault(mlp, points[row:row + 1], order)
-        if cause is None and np.dtype(dtype) == np.dtype(np.float32):
-            cause = ("the coefficients overflowed float32, while every activation and derivative is finite in "
-                     "float64 at this point; try dtype=float64 or smaller inputs")
-        elif cause is None:
-            cause = ("the coefficients overflowed float64 (products of large derivatives and weights, with every "
-                     "activation and derivative finite at this point); use smaller inputs or weights, or a lower "
-                     "order")
-        raise FeynmlpError(
-            f"{int(bad.sum())} {what}(s) came out inf/NaN although the inputs are finite (first: point {point}, "
-            f"output {output}, {describe(column)}): {cause}; or pass nonfinite='propagate' to get them as inf/NaN")
-
-
-def _guard_division(compute, mlp: MLP, points: np.ndarray, order: int, dtype):
-    """compute(), with a kernel's ZeroDivisionError (a custom activation such as 1/x or log(x)
-    whose derivatives divide by a pre-activation of exactly 0) turned into a FeynmlpError that
-    names the activation, layer, neuron and point."""
-    try:
-        return compute()
-    except ZeroDivisionError:
-        cause = _layer_fault(mlp, points, order) or "in a kernel, with every pre-activation and activation finite"
-        raise FeynmlpError(f"the expansion divided by zero: {cause}") from None
-
-
-def _layer_fault(mlp: MLP, points: np.ndarray, order: int) -> str | None:
-    """Why an expansion at `points` (P, n_in) fails, or None if no layer is at fault: walks the
-    network in float64, layer by layer, and names the first pre-activation, activation value or
-    derivative that is not finite (or whose evaluation divides by zero). Runs only once an
-    expansion has failed, so its cost (a forward pass) does not matter."""
-    layers = [(f"hidden layer {l + 1}", activation) for l, activation in enumerate(mlp.hidden_activations)]
-    if mlp.output_activation is not None:
-        layers.append(("the output layer", mlp.output_activation))
-
-    def place(where, index, width):
-        point, neuron = divmod(index, width)
-        return f"{where}, neuron {neuron}" + (f", point {point}" if points.shape[0] > 1 else "")
-
-    with np.errstate(all="ignore"):
-        z = points @ mlp.weights[0].T + mlp.biases[0]
-        for l, (where, activation) in enumerate(layers):
-            flat = z.reshape(-1)
-            if not np.all(np.isfinite(flat)):
-                i = int(np.flatnonzero(~np.isfinite(flat))[0])
-                return (f"the pre-activation of {place(where, i, z.shape[1])} is {flat[i]} (an overflow of float64); "
-                        "use smaller inputs or weights")
-            evaluate = _raw_derivatives(activation, order)
-            try:
-                derivatives = evaluate(flat, order)  # (order + 1, P * width), float64
-            except ZeroDivisionError:
-                i = _first_raising(lambda part: evaluate(part, order), flat)
-                return (f"the activation {activation} divides by zero at pre-activation z = {flat[i]:.6g} "
-                        f"({place(where, i, z.shape[1])}): it is singular there; choose an expansion point (or "
-                        "weights) away from the singularity")
-            for test, kind in ((np.isnan, "nan"), (np.isinf, "inf")):
-                hit = test(derivatives)
-                if hit.any():
-                    i = int(np.flatnonzero(hit.any(axis=0))[0])
-                    m = int(np.flatnonzero(hit[:, i])[0])
-                    what = f"the activation {activation}" + (f" (its derivative of order {m})" if m else "")
-                    if kind == "nan":
-                        return (f"{what} is not defined at pre-activation z = {flat[i]:.6g} "
-                                f"({place(where, i, z.shape[1])}): NaN from an activation evaluated outside its "
-                                "domain, not an overflow; choose an expansion point (or weights) that keeps the "
-                                "pre-activations inside its domain")
-                    return (f"{what} is infinite at pre-activation z = {flat[i]:.6g} ({place(where, i, z.shape[1])}): "
-                            "beyond the float64 range (an overflow) or at a singularity; use smaller inputs or "
-                            "weights, or a point away from the singularity")
-            if l + 1 < len(mlp.weights):
-                z = derivatives[0].reshape(z.shape) @ mlp.weights[l + 1].T + mlp.biases[l + 1]
-    return None
-
-
-def _first_raising(call, values: np.ndarray) -> int:
-    """The first index i such that call(values[i:i + 1]) raises ZeroDivisionError, given that
-    call(values) does: bisection, a few calls instead of one per value."""
-    lo, hi = 0, values.size
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        try:
-            call(values[lo:mid])
-            lo = mid
-        except ZeroDivisionError:
-            hi = mid
-    return lo
-
-
-def _activations(mlp: MLP, order: int):
-    mlp.check_order_supported(order)
-    return mlp.hidden_activations, mlp.output_activation
-
-
 # ----------------------------------------------------------------------------- public API
-
-def is_dask_array(value) -> bool:
-    """True for a dask.array.Array; never imports Dask (such an array means Dask is loaded)."""
-    module = sys.modules.get("dask.array")
-    return module is not None and isinstance(value, module.Array)
-
 
 def taylor(mlp: MLP, x, order: int, wrt=None, dtype=np.float64, scheme: str = "auto",
            nonfinite: str = "raise", indices=None) -> TaylorExpansion:
@@ -553,7 +362,7 @@ def taylor(mlp: MLP, x, order: int, wrt=None, dtype=np.float64, scheme: str = "a
                                "(x.compute()) or expand all coefficients of the dask array")
         from . import distributed
         return distributed.taylor(mlp, x, order, wrt, dtype, scheme, nonfinite)
-    mlp = _check_mlp(mlp)
+    mlp = check_mlp(mlp)
     order = validate_order(order)
     if indices is not None:
         if wrt is not None or scheme != "auto":
@@ -561,18 +370,18 @@ def taylor(mlp: MLP, x, order: int, wrt=None, dtype=np.float64, scheme: str = "a
         from .operator_terms import sparse_taylor
 
         return sparse_taylor(mlp, x, order, indices, dtype=dtype, nonfinite=nonfinite)
-    dtype = _check_dtype(dtype)
-    points, single = _check_points(x, mlp.n_inputs, dtype=dtype)
-    variables = _check_wrt(wrt, mlp.n_inputs)
-    hidden, output = _activations(mlp, order)
-    _check_nonfinite_option(nonfinite)
+    dtype = check_dtype(dtype)
+    points, single = check_points(x, mlp.n_inputs, dtype=dtype)
+    variables = check_wrt(wrt, mlp.n_inputs)
+    hidden, output = supported_activations(mlp, order)
+    check_nonfinite_option(nonfinite)
     # The scheme's name is checked, against the network too, where it is picked (feynmlp.schemes).
-    coefficients = _guard_division(
+    coefficients = guard_division(
         lambda: multivariate_series(mlp.weights, mlp.biases, hidden, output, points, order,
                                             wrt=np.array(variables), dtype=dtype, scheme=scheme),
         mlp, points, order, dtype)
     if nonfinite == "raise":
-        _refuse_nonfinite(coefficients, "coefficient", lambda c: f"multi-index column {c}", mlp, points, order, dtype)
+        refuse_nonfinite(coefficients, "coefficient", lambda c: f"multi-index column {c}", mlp, points, order, dtype)
     return TaylorExpansion(coefficients, points, order, variables, mlp.n_inputs, single)
 
 
@@ -587,25 +396,25 @@ def directional(mlp: MLP, x, v, order: int, dtype=np.float64, nonfinite: str = "
     if is_dask_array(x) or is_dask_array(v):
         from . import distributed
         return distributed.directional(mlp, x, v, order, dtype, nonfinite)
-    mlp = _check_mlp(mlp)
+    mlp = check_mlp(mlp)
     order = validate_order(order)
-    dtype = _check_dtype(dtype)
-    points, single_x = _check_points(x, mlp.n_inputs, "x", dtype)
-    directions, single_v = _check_points(v, mlp.n_inputs, "v", dtype)
+    dtype = check_dtype(dtype)
+    points, single_x = check_points(x, mlp.n_inputs, "x", dtype)
+    directions, single_v = check_points(v, mlp.n_inputs, "v", dtype)
     if points.shape[0] != directions.shape[0] and points.shape[0] != 1:
         if directions.shape[0] != 1:
             raise FeynmlpError(f"x and v hold different numbers of points ({points.shape[0]} and "
                                f"{directions.shape[0]})")
         directions = np.broadcast_to(directions, points.shape)
     # One point with many directions stays one point: forward pushes it through once.
-    hidden, output = _activations(mlp, order)
-    _check_nonfinite_option(nonfinite)
-    series = _guard_division(
+    hidden, output = supported_activations(mlp, order)
+    check_nonfinite_option(nonfinite)
+    series = guard_division(
         lambda: directional_series(mlp.weights, mlp.biases, hidden, output, np.ascontiguousarray(points),
                                            np.ascontiguousarray(directions), order, dtype=dtype),
         mlp, points, order, dtype)
     if nonfinite == "raise":
-        _refuse_nonfinite(series, "directional coefficient", lambda k: f"t^{k}", mlp, points, order, dtype)
+        refuse_nonfinite(series, "directional coefficient", lambda k: f"t^{k}", mlp, points, order, dtype)
     return series[0] if single_x and single_v else series
 
 
@@ -644,8 +453,8 @@ def diagram_contributions(mlp: MLP, x, alpha) -> list[DiagramContribution]:
     """
     from .diagram_values import diagram_values
 
-    mlp = _check_mlp(mlp)
-    point, single = _check_points(x, mlp.n_inputs)
+    mlp = check_mlp(mlp)
+    point, single = check_points(x, mlp.n_inputs)
     if not single:
         raise FeynmlpError(f"diagram_contributions takes one point of shape ({mlp.n_inputs},), got {np.shape(x)}")
     exponents = _integer_exponents(alpha)
@@ -660,29 +469,14 @@ def diagram_contributions(mlp: MLP, x, alpha) -> list[DiagramContribution]:
             f"alpha {exponents.tolist()} has order {order}, whose {count_trees(order)} labelled trees are too "
             f"many to list one by one (the limit is order {MAX_ENUMERATED_ORDER}); the coefficient itself "
             "comes from feynmlp.taylor(..., wrt=[...]) or feynmlp.directional")
-    hidden, output = _activations(mlp, order)
+    hidden, output = supported_activations(mlp, order)
     indices = tuple(int(i) for i in np.repeat(np.arange(mlp.n_inputs), exponents))
-    derivatives = [_raw_derivatives(activation, order) for activation in hidden]
-    output_derivatives = _raw_derivatives(output, order) if output is not None else None
+    derivatives = [raw_derivatives(activation, order) for activation in hidden]
+    output_derivatives = raw_derivatives(output, order) if output is not None else None
     scale = 1.0 / math.prod(math.factorial(int(a)) for a in exponents)
-    values = _guard_division(
+    values = guard_division(
         lambda: diagram_values(mlp.weights, mlp.biases, derivatives, point[0], indices,
                                output_derivatives=output_derivatives),
         mlp, point, order, np.float64)
     return [DiagramContribution(diagram, indices, value * scale) for diagram, value in values]
 
-
-def _raw_derivatives(activation, order: int):
-    """s^(m)(z) for m = 0..m_max (not divided by m!), from the generated kernel of `order`."""
-    module = kernel_module(activation, order)
-
-    def derivatives(z, m_max):
-        z = np.asarray(z, dtype=np.float64)
-        flat = np.ascontiguousarray(z.reshape(-1))
-        out = np.empty((flat.size, order + 1))
-        module.taylor_derivatives(flat, out)
-        factorials = np.array([math.factorial(m) for m in range(order + 1)], dtype=np.float64)
-        raw = (out * factorials)[:, : m_max + 1].T
-        return raw.reshape((m_max + 1,) + z.shape)
-
-    return derivatives
