@@ -24,11 +24,12 @@ from .kernels import VECTOR_FORM_ARRAYS, activation_derivatives, call_kernel, re
 from .operator_kernels import RULE_OPERATORS, rule_module
 
 # The carried rows of one block of points a thread takes through all layers at a time: long
-# enough matrix products, small enough to stay in the caches. Measured on one core, alternating
-# runs: 512 KiB took 3.5-3.6 ms for the Laplacian of 32 -> 64^3 -> 1 at 256 points and 73-78 ms
-# for u_t + u_xx + u_yy on 3 -> 128^3 -> 1 at 10,000 points, against 3.7-4.0 and 79-84 ms with
-# 1 MiB and 3.9-4.1 and 75-79 ms with 256 KiB.
-_BLOCK_BYTES = 2**19
+# enough matrix products and few Python-level calls, small enough to stay in a core's 2 MiB L2
+# cache. Measured on both cores, two alternating runs each: u_t + u_xx + u_yy on
+# 3 -> 128^3 -> 1 at 10,000 points took 47-49 ms with 2 MiB, 49-50 ms with 1 MiB, 51-56 ms
+# with 512 KiB, 48-59 ms with 8 MiB and 72-74 ms with 32 MiB; the Laplacian of 32 -> 64^3 -> 1
+# at 256 points 2.9 ms with 2 MiB, 3.0 ms with 512 KiB and 2.8 ms with 8 MiB.
+_BLOCK_BYTES = 2**21
 
 
 def laplacian(mlp, x, wrt=None, dtype=np.float64, nonfinite: str = "raise") -> np.ndarray:
@@ -112,9 +113,7 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
     widths = [w.shape[0] for w in weights]
     batch = points.shape[0]
     itemsize = np.dtype(dtype).itemsize
-    # Each thread takes its points through the network in blocks whose carried rows stay in
-    # the caches: measured on 3 -> 128^3 -> 1, one (20000 x 128) @ (128 x 128) product ran at
-    # 21 GFLOP/s, and (2560 x 128) @ (128 x 128) at 59 GFLOP/s.
+    # Each thread takes its points through the network in blocks of _BLOCK_BYTES.
     block = int(max(1, min(batch, _BLOCK_BYTES // (rows * max(widths) * itemsize))))
     # Per thread: two carried arrays of a block, the values and derivatives of its widest
     # layer, the rows kept for the result, the rule kernel's per-neuron work arrays (at most
