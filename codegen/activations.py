@@ -69,8 +69,9 @@ class ActivationSpec:
             floating point D is exactly 0 once |z| >= far_out.
         far_out: that bound (None when `decaying` is empty).
         vector_inputs: for the array form of the kernel (`taylor_derivatives_vector`),
-            (name, NumPy code) pairs computing whole arrays from the array `x`, each may use the
-            earlier names; empty: the activation has no array form.
+            (name, NumPy code) pairs: the code fills the float64 work row `name`, as long as
+            the array `x`, in place (`out=name` on every ufunc, so that no call allocates), and
+            may read the earlier names; empty: the activation has no array form.
         vector_carriers: with vector_inputs, each carrier's code per element, reading x and the
             vector inputs' elements by their names (math module allowed).
 
@@ -215,7 +216,8 @@ def _builtin(name: str) -> ActivationSpec:
             _carrier("t", "math.copysign(mx / (1.0 + ex), x)", u, sp.tanh(z)),
             _carrier("u", "4.0 * ex / ((1.0 + ex) * (1.0 + ex))", -2 * t * u, 1 - sp.tanh(z)**2),
         ), sp.tanh(z), preamble=preamble,
-            vector_inputs=(("tv", "np.tanh(x)"), ("ex", "np.exp(-2.0 * np.abs(x))")),
+            vector_inputs=(("tv", "np.tanh(x, out=tv)"),
+                           ("ex", "np.exp(np.multiply(np.abs(x, out=ex), -2.0, out=ex), out=ex)")),
             vector_carriers=("tv", "4.0 * ex / ((1.0 + ex) * (1.0 + ex))"))
     if name in ("sigmoid", "softplus", "silu"):
         # g = sigma(z) and h = 1 - g = sigma(-z), each evaluated on the side where exp() cannot
@@ -229,7 +231,7 @@ def _builtin(name: str) -> ActivationSpec:
                      -g * h, 1 / (1 + sp.exp(z))),
         )
         # The array form: en = e^(-|z|) from NumPy, g and h from it on the same sides.
-        vector = dict(vector_inputs=(("en", "np.exp(-np.abs(x))"),),
+        vector = dict(vector_inputs=(("en", "np.exp(np.negative(np.abs(x, out=en), out=en), out=en)"),),
                       vector_carriers=("1.0 / (1.0 + en) if x >= 0.0 else en / (1.0 + en)",
                                        "en / (1.0 + en) if x >= 0.0 else 1.0 / (1.0 + en)"))
         if name == "sigmoid":
@@ -242,7 +244,7 @@ def _builtin(name: str) -> ActivationSpec:
         # softplus(z) = log(1 + e^z), written so that neither branch overflows.
         sp_value = _carrier("v", "max(x, 0.0) + math.log1p(math.exp(-abs(x)))", g, sp.log(1 + sp.exp(z)))
         return ActivationSpec(name, sp_value.symbol, logistic + (sp_value,), sp.log(1 + sp.exp(z)),
-                              vector_inputs=vector["vector_inputs"] + (("lp", "np.log1p(en)"),),
+                              vector_inputs=vector["vector_inputs"] + (("lp", "np.log1p(en, out=lp)"),),
                               vector_carriers=vector["vector_carriers"] + ("max(x, 0.0) + lp",))
     if name == "gelu":
         # GELU in its exact (erf) form: z * Phi(z), Phi the standard normal CDF, phi its density.
@@ -266,7 +268,7 @@ def _builtin(name: str) -> ActivationSpec:
     if name == "exp":
         e = sp.Symbol("e", real=True)
         return ActivationSpec(name, e, (_carrier("e", "math.exp(x)", e, sp.exp(z)),), sp.exp(z),
-                              vector_inputs=(("ev", "np.exp(x)"),), vector_carriers=("ev",))
+                              vector_inputs=(("ev", "np.exp(x, out=ev)"),), vector_carriers=("ev",))
     if name == "identity":
         return ActivationSpec(name, z, (), z)
     if name in RELU_LIKE:

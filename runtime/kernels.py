@@ -37,7 +37,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import files, threads
+from . import files, threads, workspace
 from .activation_names import BUILTIN_ACTIVATIONS, canonical_name, check_order_supported
 from .errors import FeynmlpError, StaleKernelError
 from .kernel_signature import codegen_hash, file_digest, kernel_signature
@@ -453,17 +453,21 @@ def call_kernel(module, function_name: str, *args, blocks: int | None = None):
 # Below this many values the array form's NumPy calls (about 1 us each) cost more than the
 # element loop saves (3-14 ns per value): one point through a 64-wide layer stays in the loop.
 VECTOR_MIN_VALUES = 1024
-# Float64 arrays as long as z that the array form holds at once, at most: the float64 copy of
-# a float32 z, the ufuncs' results and NumPy's temporaries between them.
-VECTOR_FORM_ARRAYS = 4
+# Float64 arrays as long as z that the array form needs, at most: the work rows of the built-in
+# activations (VECTOR_ARRAYS, at most 2) and the float64 copy of a float32 z.
+VECTOR_FORM_ARRAYS = 3
 
 
 def activation_derivatives(module, z, out) -> None:
     """out[i, m] = s^(m)(z[i]) / m! for m = 0..ORDER (z 1-D): the kernel module's array form
-    (`taylor_derivatives_vector`, NumPy ufuncs for the transcendental functions) for long z,
-    its element loop (`taylor_derivatives`) for short z; the two agree to rounding."""
-    long = z.shape[0] >= VECTOR_MIN_VALUES
-    call_kernel(module, "taylor_derivatives_vector" if long else "taylor_derivatives", z, out)
+    (`taylor_derivatives_vector`, NumPy ufuncs for the transcendental functions, in work rows
+    this thread keeps) for long z, its element loop (`taylor_derivatives`) for short z; the two
+    agree to rounding."""
+    if z.shape[0] < VECTOR_MIN_VALUES:
+        call_kernel(module, "taylor_derivatives", z, out)
+        return
+    work = workspace.array("activation derivatives", (module.VECTOR_ARRAYS, z.shape[0]), np.float64)
+    call_kernel(module, "taylor_derivatives_vector", z, out, work)
 
 
 def raw_derivatives(activation, order: int):
