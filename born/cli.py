@@ -49,6 +49,9 @@ With --energies K1,K2,... (wave numbers k >= 0 in the inverse length unit of --r
 energy is k^2 in units hbar = 2 mu = 1) it also stores, for E wave numbers:
   k (E,);  a_k (size, E), a(k) = -tan(delta(k))/k (a where k = 0);
   born_k (size, E, K), born_k[:, e, j-1] = a_j(k_e), the Born terms of a(k).
+With --energies uniform:LO:HI each potential gets one wave number of its own, uniform in
+[LO, HI] (same unit, 0 <= LO < HI, drawn from --seed), stored per row instead:
+  k (size,);  a_k (size,), a(k) of the row at its k;  born_k (size, K), born_k[:, j-1] = a_j(k).
 Load it with feynmlp.born.load_dataset(path), or with np.load(path, allow_pickle=False).
 
 Conventions: hbar = 2 mu = 1, so U = 2 mu V / hbar^2 (1/length^2); R and a share one length
@@ -113,9 +116,11 @@ def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default 10; 0 or a negative value disables the cut)")
     parser.add_argument("--order", type=int, default=3, metavar="K",
                         help="highest Born term a_K to store (default 3)")
-    parser.add_argument("--energies", default=None, metavar="K1,K2,...",
+    parser.add_argument("--energies", default=None, metavar="K1,K2,...|uniform:LO:HI",
                         help="comma-separated wave numbers k >= 0 (1/length, energy k^2) at which "
-                             "to add a(k) = -tan(delta)/k and its Born terms (arrays k, a_k, born_k)")
+                             "to add a(k) = -tan(delta)/k and its Born terms (arrays k, a_k, born_k); "
+                             "or uniform:LO:HI, one k per potential drawn uniformly in [LO, HI] "
+                             "(seeded by --seed), with a(k) and the Born terms at that k, per row")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar (it is shown on stderr only when that is a terminal)")
     zarr = parser.add_argument_group("Zarr output (--out DIR.zarr; needs pip install 'feynmlp[distributed]')")
@@ -131,11 +136,16 @@ def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _parse_energies(text):
-    """--energies K1,K2,... as a list of floats (checked further by the data set)."""
+    """--energies K1,K2,... as a list of floats (checked further by the data set), or a
+    distribution "uniform:LO:HI", checked here and passed on as text."""
     from feynmlp.errors import FeynmlpError
 
     if text is None:
         return None
+    if ":" in text:
+        from .dataset import parse_energy_distribution
+        parse_energy_distribution(text)
+        return text.strip()
     values = []
     for item in text.split(","):
         item = item.strip()
@@ -143,8 +153,8 @@ def _parse_energies(text):
             values.append(float(item))
         except ValueError:
             raise FeynmlpError(
-                f"--energies must be comma-separated numbers k >= 0, got {item!r} in {text!r}; "
-                "e.g. --energies 0.5,1,2") from None
+                f"--energies must be comma-separated numbers k >= 0 or uniform:LO:HI, got "
+                f"{item!r} in {text!r}; e.g. --energies 0.5,1,2 or --energies uniform:0:3") from None
     return values
 
 
@@ -189,7 +199,12 @@ def _run_dataset(args: argparse.Namespace) -> int:
         depth_range=(args.depth_min, args.depth_max), repulsive=args.repulsive,
         shallow=not args.allow_bound, a_max=a_max, order=args.order,
         progress=not args.no_progress, energies=energies)
-    at_k = "" if energies is None else f", and a(k) with its Born terms at {len(energies)} k"
+    if energies is None:
+        at_k = ""
+    elif isinstance(energies, str):
+        at_k = f", and a(k) with its Born terms at one k per potential ({energies})"
+    else:
+        at_k = f", and a(k) with its Born terms at {len(energies)} k"
     print(f"wrote {path}: {args.size} potentials x {args.grid} steps, exact a and Born terms "
           f"a_1..a_{args.order}{at_k} ({time.perf_counter() - start:.1f} s)")
     return 0
