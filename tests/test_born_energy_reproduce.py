@@ -11,8 +11,10 @@ import pytest
 
 import feynmlp
 from feynmlp.born import born_kernels, born_terms, scattering_length
-from feynmlp.born.energy_reproduce import ENERGY_PRESETS, energy_targets, energy_training_data
-from feynmlp.born.potentials import sample_potentials_with_a
+from feynmlp.born.energy_reproduce import (ENERGY_PRESETS, energy_targets, energy_training_data,
+                                            family_weights)
+from feynmlp.errors import FeynmlpError
+from feynmlp.born.potentials import FAMILIES, sample_potentials_with_a
 from feynmlp.cli import main
 
 torch = pytest.importorskip("torch")
@@ -141,3 +143,29 @@ def test_cli_energy_refuses_subtract(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--subtract" in err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("name", sorted(ENERGY_PRESETS))
+def test_training_k_range_contains_every_reported_k_inside(name):
+    # a reported k at the edge of the training range is fitted from one side only
+    preset = ENERGY_PRESETS[name]
+    assert preset.kR_max > max(preset.test_kR) and min(preset.test_kR) == 0.0
+
+
+def test_weighted_families_reach_the_sampler_and_the_records(energy_run):
+    pairs = PRESET.iterations[0].families
+    weights = family_weights(pairs)
+    assert weights == {name: float(w) for name, w in pairs} and weights["steps"] == 3.0
+    # the sampler draws the families in exact proportion to the weights (steps: 3 of 8 shares)
+    _, labels, _ = sample_potentials_with_a(800, 8, 1.0, seed=2, families=weights,
+                                            depth_range=(0.1, 0.2))
+    assert np.sum(labels == "steps") == 300 and set(labels) == set(FAMILIES)
+    metrics = json.loads((energy_run / "metrics.json").read_text())
+    assert metrics["preset_definition"]["iterations"][0]["families"] == weights
+    assert metrics["preset_definition"]["iterations"][1]["families"] == ["steps"]
+    assert metrics["kR_train_range"] == [0.0, PRESET.kR_max]
+    f1 = _ensemble(energy_run, 1)
+    assert f1[0].record["dataset"]["families"] == weights
+    assert family_weights(None) is None and family_weights(("steps",)) == ["steps"]
+    with pytest.raises(FeynmlpError, match="pairs"):
+        family_weights((("steps", "heavy"),))
