@@ -231,13 +231,14 @@ ensembles of 2 x 64; 3 minutes on one core), full (N = 64, 8/6/4-member ensemble
 independent-steps family only (see README.md).
 
 With --observable energy the networks take (U_1 .. U_N, k^2) (k^2 last, in the toolkit's
-units) and learn a(k) = -tan(delta(k))/k, with k R uniform in [0, 3] in the training data;
+units) and learn a(k) = -tan(delta(k))/k, with k R uniform in [0, 3.6] in the training
+data (tiny, quick, full; the reported k R go up to 3);
 the perturbation theory in U runs at fixed k (Taylor coefficients in the U inputs at
 (0, k^2)), and the mixed coefficient d^2 f1 / d(k^2) dU at (0, 0) gives rho_1 of
 a(k) = a + rho k^2 + ...; metrics.json then holds grid, R, k_values,
 born_median_rel_err_k {k: {"1", "2"}}, e1_k, e2_f2_k, rho1_median_rel_err, wall_seconds
-(docs/energy.md). Presets: tiny (seconds), quick (N = 64, 2 iterations, 2 members),
-full (N = 64, 6 / 4 members, 80k rows per iteration).
+(docs/energy.md). Presets: tiny (seconds), quick (N = 64, 2 iterations, 3 members each,
+30k rows per iteration), full (N = 64, 4 / 6 members, 80k rows per iteration).
 """
 
 

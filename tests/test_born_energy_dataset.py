@@ -123,6 +123,10 @@ def test_uniform_energy_distribution_one_k_per_row():
     np.testing.assert_array_equal(again["k"], k)
     other, _ = make_dataset(120, grid=8, R=R, seed=5, order=2, energies="uniform:0.5:3")
     assert not np.array_equal(other["k"], k)
+    # k has a stream of its own: the potentials are those drawn without energies
+    plain, _ = make_dataset(120, grid=8, R=R, seed=4, order=2)
+    np.testing.assert_array_equal(plain["U"], U)
+    np.testing.assert_array_equal(plain["a"], arrays["a"])
 
 
 def test_uniform_energies_round_trip(tmp_path):
