@@ -125,15 +125,16 @@ class EnergyPreset:
 
 # Iteration 1 draws the independent-steps family three times as often as each smooth one. The
 # error of grad_U f1(0, k^2) that e1 measures was mostly in the rough directions of U space,
-# which only that family excites; on the quick settings tripling its share lowered e1 at
-# k R = 3 from about 8 % to 4 % (one network), with the learned a_1(k) of the smooth test
-# potentials unchanged.
+# which only that family excites; tripling its share lowered e1 at k R = 3 from about 8 % to
+# 4 % (one network on 15k potentials, 200 Adam epochs), with the learned a_1(k) of the smooth
+# test potentials unchanged (docs/energy.md).
 _STEPS_HEAVY = (("fourier", 1.0), ("square", 1.0), ("exponential", 1.0), ("gaussian", 1.0),
                 ("yukawa", 1.0), ("steps", 3.0))
 
 ENERGY_PRESETS = {
     "tiny": EnergyPreset(
-        name="tiny", grid=8, test_size=40, test_kR=(0.0, 1.5, 3.0), kR_max=3.6, k_balance=(0.0, 0.5),
+        name="tiny", grid=8, test_size=40, test_kR=(0.0, 1.5, 3.0), kR_max=3.6,
+        k_balance=(0.0, 0.5),
         description="plumbing check, seconds",
         iterations=(
             IterationSpec(600, (0.1, 1.0), preset_config(hidden=(16,), epochs=5, patience=0), 2,
@@ -157,8 +158,8 @@ ENERGY_PRESETS = {
             IterationSpec(30000, (1.0, 2.0), preset_config(epochs=300, patience=60, lbfgs_steps=400),
                           4, weight_power=1.5, families=_ROUGH),
         )),
-    # Not measured; estimated at about 25 minutes on one core (iteration 1 about 9, iteration 2
-    # about 13, from the quick preset's times scaled by rows and members).
+    # Not measured; estimated at about 21 minutes on one core (iteration 1 about 8.5, iteration
+    # 2 about 12: the quick preset's seconds per network scaled by rows, times the members).
     "full": EnergyPreset(
         name="full", test_size=2000, kR_max=3.6, k_balance=(0.0, 0.5),
         description="N = 64, inputs (U, k^2) with k R uniform in [0, 3.6], 2 x 64 tanh, 80k "
