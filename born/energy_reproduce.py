@@ -142,9 +142,9 @@ ENERGY_PRESETS = {
             IterationSpec(600, (0.3, 2.0), preset_config(hidden=(16,), epochs=5, patience=0), 1,
                           weight_power=1.5, families=_ROUGH),
         )),
-    # Measured: 321 s wall, 1.4 GB peak memory, pinned to one core of this project's 2-core
-    # machine; every goal met: learned a_1(k) 0.03-0.32 %, a_2(k) 2.0-4.3 %, e1(k) 0.16-1.8 %
-    # at k R = 0, 1, 2, 3, rho_1 2.3 % (docs/energy.md).
+    # Measured: 316 s wall, 1.5 GB peak memory on this project's 2-core machine (321 s pinned to
+    # one core, same numbers); every goal met: learned a_1(k) 0.03-0.32 %, a_2(k) 2.0-4.3 %,
+    # e1(k) 0.16-1.8 % at k R = 0, 1, 2, 3, rho_1 2.3 % (docs/energy.md).
     "quick": EnergyPreset(
         name="quick", test_size=500, kR_max=3.6, k_balance=(0.0, 0.5),
         description="N = 64, inputs (U, k^2) with k R uniform in [0, 3.6], 2 x 64 tanh, 30k "
@@ -158,8 +158,9 @@ ENERGY_PRESETS = {
             IterationSpec(30000, (1.0, 2.0), preset_config(epochs=300, patience=60, lbfgs_steps=400),
                           4, weight_power=1.5, families=_ROUGH),
         )),
-    # Not measured; estimated at about 21 minutes on one core (iteration 1 about 8.5, iteration
-    # 2 about 12: the quick preset's seconds per network scaled by rows, times the members).
+    # Measured: 1627 s (27 min) wall pinned to one core (iterations 676 s and 948 s), 0.85 GB
+    # peak memory; every goal met: learned a_1(k) 0.05-0.47 %, a_2(k) 2.1-5.9 %, e1(k)
+    # 0.10-1.6 % at k R = 0, 1, 2, 3, rho_1 3.3 % (docs/energy.md).
     "full": EnergyPreset(
         name="full", test_size=2000, kR_max=3.6, k_balance=(0.0, 0.5),
         description="N = 64, inputs (U, k^2) with k R uniform in [0, 3.6], 2 x 64 tanh, 80k "
