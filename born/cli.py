@@ -49,6 +49,9 @@ With --energies K1,K2,... (wave numbers k >= 0 in the inverse length unit of --r
 energy is k^2 in units hbar = 2 mu = 1) it also stores, for E wave numbers:
   k (E,);  a_k (size, E), a(k) = -tan(delta(k))/k (a where k = 0);
   born_k (size, E, K), born_k[:, e, j-1] = a_j(k_e), the Born terms of a(k).
+With --energies uniform:LO:HI each potential gets one wave number of its own, uniform in
+[LO, HI] (same unit, 0 <= LO < HI, drawn from --seed), stored per row instead:
+  k (size,);  a_k (size,), a(k) of the row at its k;  born_k (size, K), born_k[:, j-1] = a_j(k).
 Load it with feynmlp.born.load_dataset(path), or with np.load(path, allow_pickle=False).
 
 Conventions: hbar = 2 mu = 1, so U = 2 mu V / hbar^2 (1/length^2); R and a share one length
@@ -113,9 +116,11 @@ def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default 10; 0 or a negative value disables the cut)")
     parser.add_argument("--order", type=int, default=3, metavar="K",
                         help="highest Born term a_K to store (default 3)")
-    parser.add_argument("--energies", default=None, metavar="K1,K2,...",
+    parser.add_argument("--energies", default=None, metavar="K1,K2,...|uniform:LO:HI",
                         help="comma-separated wave numbers k >= 0 (1/length, energy k^2) at which "
-                             "to add a(k) = -tan(delta)/k and its Born terms (arrays k, a_k, born_k)")
+                             "to add a(k) = -tan(delta)/k and its Born terms (arrays k, a_k, born_k); "
+                             "or uniform:LO:HI, one k per potential drawn uniformly in [LO, HI] "
+                             "(seeded by --seed), with a(k) and the Born terms at that k, per row")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar (it is shown on stderr only when that is a terminal)")
     zarr = parser.add_argument_group("Zarr output (--out DIR.zarr; needs pip install 'feynmlp[distributed]')")
@@ -131,11 +136,16 @@ def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _parse_energies(text):
-    """--energies K1,K2,... as a list of floats (checked further by the data set)."""
+    """--energies K1,K2,... as a list of floats (checked further by the data set), or a
+    distribution "uniform:LO:HI", checked here and passed on as text."""
     from feynmlp.errors import FeynmlpError
 
     if text is None:
         return None
+    if ":" in text:
+        from .dataset import parse_energy_distribution
+        parse_energy_distribution(text)
+        return text.strip()
     values = []
     for item in text.split(","):
         item = item.strip()
@@ -143,8 +153,8 @@ def _parse_energies(text):
             values.append(float(item))
         except ValueError:
             raise FeynmlpError(
-                f"--energies must be comma-separated numbers k >= 0, got {item!r} in {text!r}; "
-                "e.g. --energies 0.5,1,2") from None
+                f"--energies must be comma-separated numbers k >= 0 or uniform:LO:HI, got "
+                f"{item!r} in {text!r}; e.g. --energies 0.5,1,2 or --energies uniform:0:3") from None
     return values
 
 
@@ -189,7 +199,12 @@ def _run_dataset(args: argparse.Namespace) -> int:
         depth_range=(args.depth_min, args.depth_max), repulsive=args.repulsive,
         shallow=not args.allow_bound, a_max=a_max, order=args.order,
         progress=not args.no_progress, energies=energies)
-    at_k = "" if energies is None else f", and a(k) with its Born terms at {len(energies)} k"
+    if energies is None:
+        at_k = ""
+    elif isinstance(energies, str):
+        at_k = f", and a(k) with its Born terms at one k per potential ({energies})"
+    else:
+        at_k = f", and a(k) with its Born terms at {len(energies)} k"
     print(f"wrote {path}: {args.size} potentials x {args.grid} steps, exact a and Born terms "
           f"a_1..a_{args.order}{at_k} ({time.perf_counter() - start:.1f} s)")
     return 0
@@ -216,13 +231,14 @@ ensembles of 2 x 64; 3 minutes on one core), full (N = 64, 8/6/4-member ensemble
 independent-steps family only (see README.md).
 
 With --observable energy the networks take (U_1 .. U_N, k^2) (k^2 last, in the toolkit's
-units) and learn a(k) = -tan(delta(k))/k, with k R uniform in [0, 3] in the training data;
+units) and learn a(k) = -tan(delta(k))/k, with k R uniform in [0, 3.6] in the training
+data (tiny, quick, full; the reported k R go up to 3);
 the perturbation theory in U runs at fixed k (Taylor coefficients in the U inputs at
 (0, k^2)), and the mixed coefficient d^2 f1 / d(k^2) dU at (0, 0) gives rho_1 of
 a(k) = a + rho k^2 + ...; metrics.json then holds grid, R, k_values,
 born_median_rel_err_k {k: {"1", "2"}}, e1_k, e2_f2_k, rho1_median_rel_err, wall_seconds
-(docs/energy.md). Presets: tiny (seconds), quick (N = 64, 2 iterations, 2 members),
-full (N = 64, 6 / 4 members, 80k rows per iteration).
+(docs/energy.md). Presets: tiny (seconds), quick (N = 64, 2 iterations, 3 members each,
+30k rows per iteration), full (N = 64, 4 / 6 members, 80k rows per iteration).
 """
 
 

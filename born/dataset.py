@@ -15,12 +15,18 @@ With energies (wave numbers k_1 .. k_E, `feynmlp.born.finite_energy`), also:
     k          float64 (E,)         the wave numbers (inverse length unit of R; E = k^2)
     a_k        float64 (size, E)    a(k) = -tan(delta(k))/k (a itself where k = 0)
     born_k     float64 (size, E, K) Born terms of a(k): born_k[:, e, j-1] = a_j(k_e)
+With a distribution of energies ("uniform:LO:HI": one k per row, uniform in [LO, HI], drawn
+from numpy's default_rng(SeedSequence([seed, 101])), a stream of its own), instead:
+    k          float64 (size,)      each row's wave number
+    a_k        float64 (size,)      a(k) of the row at its own k
+    born_k     float64 (size, K)    born_k[:, j-1] = a_j(k) of the row at its own k
 Only plain arrays are written (no pickled objects), so files are safe to load from anyone.
 """
 from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import sys
 
@@ -55,6 +61,14 @@ _ARRAY_DOCS = {
     "born_k": "Born terms of a(k), shape (size, E, order): born_k[:, e, j-1] = a_j(k[e]), "
               "homogeneous of degree j in U",
 }
+_ROW_ENERGY_DOCS = {
+    "k": "each row's wave number k >= 0, shape (size,), inverse length unit of R (energy E = "
+         "k^2 in units hbar = 2 mu = 1), drawn from the distribution in metadata 'energies'",
+    "a_k": "a(k) = -tan(delta(k))/k of each row at its own k, shape (size,), length unit of R",
+    "born_k": "Born terms of a(k) of each row at its own k, shape (size, order): born_k[:, j-1] "
+              "= a_j(k), homogeneous of degree j in U",
+}
+_ENERGY_STREAM = 101  # SeedSequence([seed, 101]) draws the per-row k; families use 0 .. 6
 
 
 def _version() -> str:
@@ -72,7 +86,9 @@ def make_dataset(size, grid=64, R=1.0, seed=0, families=None, depth_range=None, 
         order: highest Born term (default 3).
         progress: show a tqdm progress bar on stderr (only when stderr is a terminal).
         energies: None, or wave numbers k >= 0 (a sequence; inverse length unit of R) at which
-            to add a(k) and its Born terms a_1(k) .. a_order(k) (arrays k, a_k, born_k).
+            to add a(k) and its Born terms a_1(k) .. a_order(k) (arrays k, a_k, born_k), or
+            the text "uniform:LO:HI": one k per row, uniform in [LO, HI] and seeded by seed,
+            with a(k) and the Born terms of the row at its own k (k, a_k, born_k per row).
 
     Returns:
         (arrays, metadata): arrays is a dict with U, a, born, family (and k, a_k, born_k with
@@ -86,7 +102,8 @@ def make_dataset(size, grid=64, R=1.0, seed=0, families=None, depth_range=None, 
         size, grid, R, seed, families, depth_range, a_max)
     order = check_positive_int(order, "order (the highest Born term)")
     k = check_energies(energies)
-    steps = 2 if k is None else 2 + k.size
+    spread = isinstance(k, tuple)
+    steps = 2 if k is None else 3 if spread else 2 + k.size
     bar = _progress_bar(progress, total=steps * size)
     try:
         U, labels, a = sample_potentials_with_a(
@@ -97,7 +114,18 @@ def make_dataset(size, grid=64, R=1.0, seed=0, families=None, depth_range=None, 
             stop = min(start + _LABEL_CHUNK, size)
             born[start:stop] = born_terms(U[start:stop], order, R)
             bar.update(stop - start)
-        if k is not None:
+        if spread:
+            low, high = k
+            k = np.random.default_rng(np.random.SeedSequence([seed, _ENERGY_STREAM])).uniform(
+                low, high, size)
+            a_k = np.empty(size)
+            born_k = np.empty((size, order))
+            for start in range(0, size, _LABEL_CHUNK):
+                stop = min(start + _LABEL_CHUNK, size)
+                a_k[start:stop] = scattering_length(U[start:stop], R, k[start:stop])
+                born_k[start:stop] = born_terms(U[start:stop], order, R, k=k[start:stop])
+                bar.update(stop - start)
+        elif k is not None:
             a_k = np.empty((size, k.size))
             born_k = np.empty((size, k.size, order))
             for start in range(0, size, _LABEL_CHUNK):
@@ -112,9 +140,16 @@ def make_dataset(size, grid=64, R=1.0, seed=0, families=None, depth_range=None, 
     arrays = {"U": U, "a": a, "born": born, "family": labels}
     if k is not None:
         arrays.update(k=k, a_k=a_k, born_k=born_k)
-        metadata["energies"] = [float(x) for x in k]
+        if spread:
+            metadata["energies"] = {"distribution": "uniform", "low": low, "high": high,
+                                    "per_row": True,
+                                    "stream": f"default_rng(SeedSequence([seed, {_ENERGY_STREAM}]))"}
+            docs = _ROW_ENERGY_DOCS
+        else:
+            metadata["energies"] = [float(x) for x in k]
+            docs = _ARRAY_DOCS
         metadata["energies_unit"] = "wave number k in 1/length (unit of R); energy E = k^2"
-        metadata["arrays"].update({name: _ARRAY_DOCS[name] for name in _ENERGY_ARRAYS})
+        metadata["arrays"].update({name: docs[name] for name in _ENERGY_ARRAYS})
     return arrays, metadata
 
 
@@ -144,9 +179,12 @@ def dataset_metadata(size, grid, R, seed, weights, depth_range, repulsive, shall
 
 
 def check_energies(energies):
-    """None, or the wave numbers as a 1-D float64 array of finite values >= 0 (at least one)."""
+    """None; the wave numbers as a 1-D float64 array of finite values >= 0 (at least one); or,
+    for the text "uniform:LO:HI", the pair (LO, HI) with 0 <= LO < HI finite."""
     if energies is None:
         return None
+    if isinstance(energies, str):
+        return parse_energy_distribution(energies)
     from .finite_energy import check_wave_numbers
     k = check_wave_numbers(energies, "energies")
     if k.ndim != 1 or k.size == 0:
@@ -154,6 +192,23 @@ def check_energies(energies):
             f"energies must be a non-empty list of wave numbers k >= 0, got shape {k.shape}; "
             "e.g. energies=[0.5, 1.0, 2.0]")
     return k
+
+
+def parse_energy_distribution(text: str) -> tuple[float, float]:
+    """"uniform:LO:HI" (wave numbers, inverse length unit of R) as (LO, HI), 0 <= LO < HI."""
+    usage = ("give a distribution of k as uniform:LO:HI with 0 <= LO < HI (e.g. uniform:0:3), "
+             "or a list of wave numbers K1,K2,...")
+    parts = [p.strip() for p in text.split(":")]
+    if len(parts) != 3 or parts[0] != "uniform":
+        raise FeynmlpError(f"energies {text!r} is not a distribution of k; {usage}")
+    try:
+        low, high = float(parts[1]), float(parts[2])
+    except ValueError:
+        raise FeynmlpError(f"energies {text!r}: LO and HI must be numbers; {usage}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and 0 <= low < high):
+        raise FeynmlpError(f"energies {text!r}: need finite 0 <= LO < HI, got LO = {low!r}, "
+                           f"HI = {high!r}; {usage}")
+    return low, high
 
 
 def _progress_bar(enabled: bool, total: int):

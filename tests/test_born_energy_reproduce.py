@@ -11,8 +11,10 @@ import pytest
 
 import feynmlp
 from feynmlp.born import born_kernels, born_terms, scattering_length
-from feynmlp.born.energy_reproduce import ENERGY_PRESETS, energy_targets, energy_training_data
-from feynmlp.born.potentials import sample_potentials_with_a
+from feynmlp.born.energy_reproduce import (ENERGY_PRESETS, energy_targets, energy_training_data,
+                                            family_weights, k_balance_factor)
+from feynmlp.errors import FeynmlpError
+from feynmlp.born.potentials import FAMILIES, sample_potentials_with_a
 from feynmlp.cli import main
 
 torch = pytest.importorskip("torch")
@@ -141,3 +143,64 @@ def test_cli_energy_refuses_subtract(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--subtract" in err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("name", sorted(ENERGY_PRESETS))
+def test_training_k_range_contains_every_reported_k_inside(name):
+    # a reported k at the edge of the training range is fitted from one side only
+    preset = ENERGY_PRESETS[name]
+    assert preset.kR_max > max(preset.test_kR) and min(preset.test_kR) == 0.0
+
+
+def test_weighted_families_reach_the_sampler_and_the_records(energy_run):
+    pairs = PRESET.iterations[0].families
+    weights = family_weights(pairs)
+    assert weights == {name: float(w) for name, w in pairs} and weights["steps"] == 3.0
+    # the sampler draws the families in exact proportion to the weights (steps: 3 of 8 shares)
+    _, labels, _ = sample_potentials_with_a(800, 8, 1.0, seed=2, families=weights,
+                                            depth_range=(0.1, 0.2))
+    assert np.sum(labels == "steps") == 300 and set(labels) == set(FAMILIES)
+    metrics = json.loads((energy_run / "metrics.json").read_text())
+    assert metrics["preset_definition"]["iterations"][0]["families"] == weights
+    assert metrics["preset_definition"]["iterations"][1]["families"] == ["steps"]
+    assert metrics["kR_train_range"] == [0.0, PRESET.kR_max]
+    f1 = _ensemble(energy_run, 1)
+    assert f1[0].record["dataset"]["families"] == weights
+    assert family_weights(None) is None and family_weights(("steps",)) == ["steps"]
+    with pytest.raises(FeynmlpError, match="pairs"):
+        family_weights((("steps", "heavy"),))
+
+
+def test_k_balance_evens_out_the_weighted_mean_square_over_k():
+    rng = np.random.default_rng(0)
+    bands, k_max = 6, 3.0
+    mids = (np.arange(bands) + 0.5) * k_max / bands
+    k = np.repeat(mids, 50)  # rows at the bands' midpoints: no interpolation
+    depth = rng.uniform(1.0, 2.0, k.size)
+    y = depth ** 2 * np.exp(-k) * rng.normal(size=k.size)  # shrinks with k like a residual
+    for gamma in (1.0, 0.5):
+        factor = k_balance_factor(y, depth, k * k, 2, k_max, gamma, bands=bands)
+        # brute force: each band's mean of (y/depth^2)^2, divided by band 0's, to the -gamma
+        z = (y / depth ** 2) ** 2
+        means = np.array([np.mean(z[k == m]) for m in mids])
+        np.testing.assert_allclose(factor, np.repeat((means / means[0]) ** -gamma, 50), rtol=1e-12)
+    balanced = [np.mean((factor * z)[k == m]) for m in mids]  # gamma = 0.5: geometric mean
+    np.testing.assert_allclose(balanced, np.sqrt(means * means[0]), rtol=1e-12)
+    np.testing.assert_array_equal(k_balance_factor(y, depth, k * k, 2, k_max, 0.0, bands), 1.0)
+    # between midpoints: linear interpolation of the band means in k (the extra row, with a
+    # zero target on the edge between bands 1 and 2, counts in band 2)
+    one = k_balance_factor(np.r_[y, 0.0], np.r_[depth, 1.0], np.r_[k, 0.5 * (mids[1] + mids[2])] ** 2,
+                           2, k_max, 1.0, bands=bands)[-1]
+    band2 = np.sum(z[k == mids[2]]) / 51
+    assert one == pytest.approx(means[0] / (0.5 * (means[1] + band2)), rel=1e-12)
+    with pytest.raises(FeynmlpError, match="bands"):
+        k_balance_factor(y[:10], depth[:10], k[:10] ** 2, 2, k_max, 1.0, bands=bands)
+
+
+def test_tiny_run_records_the_k_balance(energy_run):
+    assert PRESET.k_balance[1] > 0
+    metrics = json.loads((energy_run / "metrics.json").read_text())
+    assert list(metrics["preset_definition"]["k_balance"]) == list(PRESET.k_balance)
+    f2 = _ensemble(energy_run, 2)
+    assert f"(m(k)/m(0))^(-{PRESET.k_balance[1]})" in f2[0].record["loss_weight"]
+    assert "m(k)" not in _ensemble(energy_run, 1)[0].record["loss_weight"]  # k_balance[0] = 0
