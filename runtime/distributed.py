@@ -34,8 +34,8 @@ import numpy as np
 from . import checks, multi_index, threads
 from .errors import FeynmlpError
 from .kernels import validate_order
-from .schemes import check_name
 from .checks import is_dask_array, real_array
+from .schemes import check_name
 from .taylor import TaylorExpansion
 from .taylor import directional as _directional_in_memory
 from .taylor import taylor as _taylor_in_memory

@@ -28,8 +28,8 @@ from .errors import FeynmlpError, ResourceLimitError
 from .kernels import MAX_ORDER, is_sympy_expression, resolve_kernels
 from .mlp import MLP
 
-# The series of one block of points a thread takes through all layers at a time (as in
-# feynmlp.operators): long enough matrix products, small enough to stay in the caches.
+# The series of one block of points a thread takes through all layers at a time: long enough
+# matrix products, small enough to stay in the caches.
 _BLOCK_BYTES = 2**20
 # Above this many multi-indices in S the tables of the vertex sums are refused: they grow
 # like |S|^m for valence m, and a request that large is better served by feynmlp.taylor.
@@ -335,8 +335,8 @@ def _subset_coefficients(mlp: MLP, points, subset: Subset, dtype, nonfinite: str
         mlp, points, order, dtype)
     if nonfinite == "raise":
         checks.refuse_nonfinite(coefficients, "coefficient",
-                                  lambda c: f"multi-index {subset.exponents[c].tolist()} over inputs "
-                                            f"{subset.variables.tolist()}", mlp, points, order, dtype)
+                                lambda c: f"multi-index {subset.exponents[c].tolist()} over inputs "
+                                          f"{subset.variables.tolist()}", mlp, points, order, dtype)
     return coefficients
 
 

@@ -84,7 +84,7 @@ def evaluate(operator: str, mlp, points, directions, weights, first_order, dtype
         mlp, points, order, dtype)
     if nonfinite == "raise":
         checks.refuse_nonfinite(carried[:, -1, :, None], f"{operator} value", lambda _: operator, mlp, points,
-                                  order, dtype)
+                                order, dtype)
     return carried
 
 

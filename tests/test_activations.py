@@ -9,7 +9,7 @@ import sympy as sp
 from feynmlp.activation_names import BUILTIN_ACTIVATIONS
 from feynmlp.codegen.activations import Z, custom_activation, get_activation
 from feynmlp.errors import UnsupportedActivationError
-from feynmlp.kernels import kernel_module
+from feynmlp.kernels import VECTOR_FORM_ARRAYS, kernel_module
 from helpers.symbolic_reference import ACTIVATION_FORMULAS
 
 POINTS = [-2.3, -0.7, 0.0, 0.4, 1.9]
@@ -142,6 +142,14 @@ def test_relu_like_refused_beyond_first_order(name):
 def test_unknown_activation_names_the_value():
     with pytest.raises(UnsupportedActivationError, match="'swoosh'"):
         get_activation("swoosh")
+
+
+@pytest.mark.parametrize("name", BUILTIN_ACTIVATIONS)
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+def test_array_form_fits_the_memory_estimate(name, order):
+    # The operators' memory check counts VECTOR_FORM_ARRAYS float64 rows per value for the
+    # array form: its work rows and the float64 copy of a float32 z.
+    assert kernel_module(name, order).VECTOR_ARRAYS + 1 <= VECTOR_FORM_ARRAYS
 
 
 @pytest.mark.parametrize("name", BUILTIN_ACTIVATIONS)
