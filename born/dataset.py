@@ -118,22 +118,17 @@ def make_dataset(size, grid=64, R=1.0, seed=0, families=None, depth_range=None, 
             low, high = k
             k = np.random.default_rng(np.random.SeedSequence([seed, _ENERGY_STREAM])).uniform(
                 low, high, size)
-            a_k = np.empty(size)
-            born_k = np.empty((size, order))
+        if k is not None:
+            # One k per row (spread), or every listed k for every row.
+            per_row = () if spread else (k.size,)
+            a_k = np.empty((size,) + per_row)
+            born_k = np.empty((size,) + per_row + (order,))
             for start in range(0, size, _LABEL_CHUNK):
                 stop = min(start + _LABEL_CHUNK, size)
-                a_k[start:stop] = scattering_length(U[start:stop], R, k[start:stop])
-                born_k[start:stop] = born_terms(U[start:stop], order, R, k=k[start:stop])
-                bar.update(stop - start)
-        elif k is not None:
-            a_k = np.empty((size, k.size))
-            born_k = np.empty((size, k.size, order))
-            for start in range(0, size, _LABEL_CHUNK):
-                stop = min(start + _LABEL_CHUNK, size)
-                rows = U[start:stop, None, :]
-                a_k[start:stop] = scattering_length(rows, R, k)
-                born_k[start:stop] = born_terms(rows, order, R, k=k)
-                bar.update((stop - start) * k.size)
+                rows, at = (U[start:stop], k[start:stop]) if spread else (U[start:stop, None, :], k)
+                a_k[start:stop] = scattering_length(rows, R, at)
+                born_k[start:stop] = born_terms(rows, order, R, k=at)
+                bar.update((stop - start) * (1 if spread else k.size))
     finally:
         bar.close()
     metadata = dataset_metadata(size, grid, R, seed, weights, depth_range, repulsive, shallow, a_max, order)
