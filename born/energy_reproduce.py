@@ -131,6 +131,23 @@ class EnergyPreset:
 _STEPS_HEAVY = (("fourier", 1.0), ("square", 1.0), ("exponential", 1.0), ("gaussian", 1.0),
                 ("yukawa", 1.0), ("steps", 3.0))
 
+
+def _trained_preset(name: str, potentials: int, members: tuple, test_size: int) -> EnergyPreset:
+    """The quick and full presets: the same recipe, told apart by their sizes."""
+    config = preset_config(epochs=300, patience=60, lbfgs_steps=400)
+    return EnergyPreset(
+        name=name, test_size=test_size, kR_max=3.6, k_balance=(0.0, 0.5),
+        description=f"N = 64, inputs (U, k^2) with k R uniform in [0, 3.6], 2 x 64 tanh, "
+        f"{potentials // 1000}k potentials per iteration (iteration 1: depth 0.1-1, independent "
+        "steps 3/8 of the rows; iteration 2: depth 1-2, independent steps only), "
+        f"{members[0]} / {members[1]} members, rows weighted by depth^-3 (iteration 2 also by the "
+        "k balance, gamma = 0.5); Adam 300 epochs, then 400 L-BFGS steps",
+        iterations=(
+            IterationSpec(potentials, (0.1, 1.0), config, members[0], weight_power=1.5, families=_STEPS_HEAVY),
+            IterationSpec(potentials, (1.0, 2.0), config, members[1], weight_power=1.5, families=_ROUGH),
+        ))
+
+
 ENERGY_PRESETS = {
     "tiny": EnergyPreset(
         name="tiny", grid=8, test_size=40, test_kR=(0.0, 1.5, 3.0), kR_max=3.6,
@@ -145,35 +162,11 @@ ENERGY_PRESETS = {
     # Measured: 316 s wall, 1.5 GB peak memory on this project's 2-core machine (321 s pinned to
     # one core, same numbers); every goal met: learned a_1(k) 0.03-0.32 %, a_2(k) 2.0-4.3 %,
     # e1(k) 0.16-1.8 % at k R = 0, 1, 2, 3, rho_1 2.3 % (docs/energy.md).
-    "quick": EnergyPreset(
-        name="quick", test_size=500, kR_max=3.6, k_balance=(0.0, 0.5),
-        description="N = 64, inputs (U, k^2) with k R uniform in [0, 3.6], 2 x 64 tanh, 30k "
-        "potentials per iteration (iteration 1: depth 0.1-1, independent steps 3/8 of the rows; "
-        "iteration 2: depth 1-2, independent steps only), 3 / 4 members, rows weighted by "
-        "depth^-3 (iteration 2 also by the k balance, gamma = 0.5); Adam 300 epochs, then 400 "
-        "L-BFGS steps",
-        iterations=(
-            IterationSpec(30000, (0.1, 1.0), preset_config(epochs=300, patience=60, lbfgs_steps=400),
-                          3, weight_power=1.5, families=_STEPS_HEAVY),
-            IterationSpec(30000, (1.0, 2.0), preset_config(epochs=300, patience=60, lbfgs_steps=400),
-                          4, weight_power=1.5, families=_ROUGH),
-        )),
+    "quick": _trained_preset("quick", potentials=30000, members=(3, 4), test_size=500),
     # Measured: 1627 s (27 min) wall pinned to one core (iterations 676 s and 948 s), 0.85 GB
     # peak memory; every goal met: learned a_1(k) 0.05-0.47 %, a_2(k) 2.1-5.9 %, e1(k)
     # 0.10-1.6 % at k R = 0, 1, 2, 3, rho_1 3.3 % (docs/energy.md).
-    "full": EnergyPreset(
-        name="full", test_size=2000, kR_max=3.6, k_balance=(0.0, 0.5),
-        description="N = 64, inputs (U, k^2) with k R uniform in [0, 3.6], 2 x 64 tanh, 80k "
-        "potentials per iteration (iteration 1: depth 0.1-1, independent steps 3/8 of the rows; "
-        "iteration 2: depth 1-2, independent steps only), 4 / 6 members, rows weighted by "
-        "depth^-3 (iteration 2 also by the k balance, gamma = 0.5); Adam 300 epochs, then 400 "
-        "L-BFGS steps",
-        iterations=(
-            IterationSpec(80000, (0.1, 1.0), preset_config(epochs=300, patience=60, lbfgs_steps=400),
-                          4, weight_power=1.5, families=_STEPS_HEAVY),
-            IterationSpec(80000, (1.0, 2.0), preset_config(epochs=300, patience=60, lbfgs_steps=400),
-                          6, weight_power=1.5, families=_ROUGH),
-        )),
+    "full": _trained_preset("full", potentials=80000, members=(4, 6), test_size=2000),
 }
 
 
