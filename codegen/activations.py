@@ -24,6 +24,7 @@ import hashlib
 import math
 import re
 
+import numpy as np
 import sympy as sp
 
 from ..activation_names import (BUILTIN_ACTIVATIONS, PIECEWISE_LINEAR, RELU_LIKE, PiecewiseLinear, canonical_name,
@@ -68,10 +69,12 @@ class ActivationSpec:
             grows (the Gaussian density of GELU; g*h = sigma(z) sigma(-z) of SiLU), so that in
             floating point D is exactly 0 once |z| >= far_out.
         far_out: that bound (None when `decaying` is empty).
-        vector_inputs: for the array form of the kernel (`taylor_derivatives_vector`),
-            (name, NumPy code) pairs: the code fills the float64 work row `name`, as long as
-            the array `x`, in place (`out=name` on every ufunc, so that no call allocates), and
-            may read the earlier names; empty: the activation has no array form.
+        vector_inputs: for the array form of the kernel (`taylor_derivatives_vector`), one
+            float64 work row per entry, (name, ufunc, argument): the row `name` holds the NumPy
+            ufunc `ufunc` of `argument`, which is `x` (the array itself), the name of an earlier
+            row, or per-element arithmetic code of x (no math module), which a compiled loop
+            writes into the row before the ufunc runs on it in place. Empty: the activation
+            has no array form.
         vector_carriers: with vector_inputs, each carrier's code per element, reading x and the
             vector inputs' elements by their names (math module allowed).
 
@@ -98,14 +101,19 @@ class ActivationSpec:
     preamble: tuple[str, ...] = ()
     decaying: tuple[sp.Symbol, ...] = ()
     far_out: float | None = None
-    vector_inputs: tuple[tuple[str, str], ...] = ()
+    vector_inputs: tuple[tuple[str, str, str], ...] = ()
     vector_carriers: tuple[str, ...] = ()
 
     def __post_init__(self):
         assert len(self.vector_carriers) == (len(self.carriers) if self.vector_inputs else 0), \
             f"{self.name}: one vector carrier per carrier, and only with vector inputs"
-        for name, _ in self.vector_inputs:
+        names = []
+        for name, ufunc, argument in self.vector_inputs:
             _check_local(name)
+            assert isinstance(getattr(np, ufunc, None), np.ufunc), f"{self.name}: {ufunc!r} is not a NumPy ufunc"
+            assert not argument.isidentifier() or argument == "x" or argument in names, \
+                f"{self.name}: {name} reads {argument!r}, which is neither x nor an earlier row"
+            names.append(name)
 
     def total_derivative(self, expr: sp.Expr) -> sp.Expr:
         """d/dz of an expression in Z and the carriers (the chain rule through each carrier)."""
@@ -131,7 +139,8 @@ class ActivationSpec:
         if self.decaying:
             parts += [sp.srepr(sp.Tuple(*self.decaying)), repr(self.far_out)]
         if self.vector_inputs:
-            parts += [f"{name} = {code}" for name, code in self.vector_inputs] + list(self.vector_carriers)
+            parts += [f"{name} = {ufunc}({argument})" for name, ufunc, argument in self.vector_inputs]
+            parts += list(self.vector_carriers)
         return "\n".join(parts)
 
     def kernel_assignments(self, order: int) -> tuple[list[str], list[sp.Expr], list[str]]:
@@ -216,8 +225,7 @@ def _builtin(name: str) -> ActivationSpec:
             _carrier("t", "math.copysign(mx / (1.0 + ex), x)", u, sp.tanh(z)),
             _carrier("u", "4.0 * ex / ((1.0 + ex) * (1.0 + ex))", -2 * t * u, 1 - sp.tanh(z)**2),
         ), sp.tanh(z), preamble=preamble,
-            vector_inputs=(("tv", "np.tanh(x, out=tv)"),
-                           ("ex", "np.exp(np.multiply(np.abs(x, out=ex), -2.0, out=ex), out=ex)")),
+            vector_inputs=(("tv", "tanh", "x"), ("ex", "exp", "-2.0 * abs(x)")),
             vector_carriers=("tv", "4.0 * ex / ((1.0 + ex) * (1.0 + ex))"))
     if name in ("sigmoid", "softplus", "silu"):
         # g = sigma(z) and h = 1 - g = sigma(-z), each evaluated on the side where exp() cannot
@@ -231,7 +239,7 @@ def _builtin(name: str) -> ActivationSpec:
                      -g * h, 1 / (1 + sp.exp(z))),
         )
         # The array form: en = e^(-|z|) from NumPy, g and h from it on the same sides.
-        vector = dict(vector_inputs=(("en", "np.exp(np.negative(np.abs(x, out=en), out=en), out=en)"),),
+        vector = dict(vector_inputs=(("en", "exp", "-abs(x)"),),
                       vector_carriers=("1.0 / (1.0 + en) if x >= 0.0 else en / (1.0 + en)",
                                        "en / (1.0 + en) if x >= 0.0 else 1.0 / (1.0 + en)"))
         if name == "sigmoid":
@@ -244,7 +252,7 @@ def _builtin(name: str) -> ActivationSpec:
         # softplus(z) = log(1 + e^z), written so that neither branch overflows.
         sp_value = _carrier("v", "max(x, 0.0) + math.log1p(math.exp(-abs(x)))", g, sp.log(1 + sp.exp(z)))
         return ActivationSpec(name, sp_value.symbol, logistic + (sp_value,), sp.log(1 + sp.exp(z)),
-                              vector_inputs=vector["vector_inputs"] + (("lp", "np.log1p(en, out=lp)"),),
+                              vector_inputs=vector["vector_inputs"] + (("lp", "log1p", "en"),),
                               vector_carriers=vector["vector_carriers"] + ("max(x, 0.0) + lp",))
     if name == "gelu":
         # GELU in its exact (erf) form: z * Phi(z), Phi the standard normal CDF, phi its density.
@@ -268,7 +276,7 @@ def _builtin(name: str) -> ActivationSpec:
     if name == "exp":
         e = sp.Symbol("e", real=True)
         return ActivationSpec(name, e, (_carrier("e", "math.exp(x)", e, sp.exp(z)),), sp.exp(z),
-                              vector_inputs=(("ev", "np.exp(x, out=ev)"),), vector_carriers=("ev",))
+                              vector_inputs=(("ev", "exp", "x"),), vector_carriers=("ev",))
     if name == "identity":
         return ActivationSpec(name, z, (), z)
     if name in RELU_LIKE:

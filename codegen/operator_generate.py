@@ -47,6 +47,7 @@ def render_operator(operator: str) -> RenderedOperator:
         lines[name] = printing.assignments([f"{name}_new"], [expression.xreplace(substitutions)],
                                            temporary_prefix="_r")
     scale_lines = [f"s{m} = {float(math.factorial(m))!r} * derivatives[base, {m}]" for m in range(order + 1)]
+    row_scale_lines = [f"s{m} = {float(math.factorial(m))!r} * rows[{m}, k]" for m in range(order + 1)]
     signature = operator_signature(operator, sympy_series())
     text = templating.render(
         TEMPLATE,
@@ -58,6 +59,7 @@ def render_operator(operator: str) -> RenderedOperator:
         refresh_command="feynmlp generate-kernels --all",
         rule_lines=operator_rules.rule_text(operator),
         scale_lines=scale_lines,
+        row_scale_lines=row_scale_lines,
         lines=lines,
     )
     return RenderedOperator(operator_filename(operator), text, operator, order, signature)

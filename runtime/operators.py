@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import checks, memory, threads, workspace
+from . import array_form, blas, checks, memory, threads, workspace
 from .kernels import VECTOR_FORM_ARRAYS, activation_derivatives, call_kernel, resolve_kernels
 from .operator_kernels import RULE_OPERATORS, rule_module
 
@@ -29,7 +29,7 @@ from .operator_kernels import RULE_OPERATORS, rule_module
 # 3 -> 128^3 -> 1 at 10,000 points took 47-49 ms with 2 MiB, 49-50 ms with 1 MiB, 51-56 ms
 # with 512 KiB, 48-59 ms with 8 MiB and 72-74 ms with 32 MiB; the Laplacian of 32 -> 64^3 -> 1
 # at 256 points 2.9 ms with 2 MiB, 3.0 ms with 512 KiB and 2.8 ms with 8 MiB.
-_BLOCK_BYTES = 2**21
+_BLOCK_BYTES = 2**22
 
 
 def laplacian(mlp, x, wrt=None, dtype=np.float64, nonfinite: str = "raise") -> np.ndarray:
@@ -142,9 +142,11 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
     sum_weights = np.asarray(sum_weights, dtype=dtype)
     result = np.empty((batch, kept, widths[-1]), dtype=dtype)
 
+    forms = _array_forms(operator, kernels, dtype, len(weights))
+
     def push(lo, hi):
         for start in range(lo, hi, block):
-            push_block(start, min(hi, start + block))
+            (push_fused if forms else push_block)(start, min(hi, start + block))
 
     def push_block(lo, hi):
         size = hi - lo
@@ -158,13 +160,15 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
             # are read, unless an output activation needs every row.
             last = layer == len(weights) - 1 and kernels.output is None
             _activate(carried, values, kernels.derivatives[layer - 1], rules, sum_weights, not last)
-            if last:
-                kept_rows = workspace.array(("operator", "kept"), (carried.shape[0], 2, size), dtype)
-                np.copyto(kept_rows, carried[:, ::rows - 1, :])
-                carried = kept_rows
             weight = weights[layer]
-            out = workspace.array(("operator", layer % 2), (weight.shape[0],) + carried.shape[1:], dtype)
-            np.matmul(weight, carried.reshape(carried.shape[0], -1), out=out.reshape(weight.shape[0], -1))
+            if last:
+                # Two products straight from the strided rows, instead of copying them first.
+                out = workspace.array(("operator", "kept"), (weight.shape[0], kept, size), dtype)
+                np.matmul(weight, carried[:, 0, :], out=out[:, 0, :])
+                np.matmul(weight, carried[:, -1, :], out=out[:, 1, :])
+            else:
+                out = workspace.array(("operator", layer % 2), (weight.shape[0],) + carried.shape[1:], dtype)
+                np.matmul(weight, carried.reshape(carried.shape[0], -1), out=out.reshape(weight.shape[0], -1))
             carried = out
             values = workspace.array("operator values", (max(widths), size), dtype)[:weight.shape[0]]
             np.add(carried[:, 0, :], biases[layer], out=values)
@@ -172,12 +176,58 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
             _activate(carried, values, kernels.output, rules, sum_weights, False)
         else:
             carried[:, 0, :] = values
+        finish(lo, hi, carried)
+
+    def push_fused(lo, hi):
+        # The same steps, each layer in one compiled call (rules.push_block) that releases the
+        # GIL throughout: derivatives, rules, products and bias.
+        size = hi - lo
+        derivative_rows, work = workspace.arrays("operator rows", [(order + 1, size), (3, size)], np.float64)
+        scratch = workspace.array("operator scratch", (5,), np.int64)
+        ints, scalars = blas.scratch(np.float64)
+        carried = workspace.array(("operator", 0), (widths[0], rows, size), dtype)
+        values = workspace.array(("operator values", 0), (max(widths), size), dtype)[:widths[0]]
+        np.matmul(weights[0], points[lo:hi].T, out=values)
+        np.add(values, biases[0], out=values)
+        for layer in range(1, len(weights)):
+            last = layer == len(weights) - 1 and kernels.output is None
+            weight = weights[layer]
+            out = workspace.array(("operator", layer % 2), (weight.shape[0], kept if last else rows, size), dtype)
+            next_values = workspace.array(("operator values", layer % 2), (max(widths), size), dtype)
+            next_values = next_values[:weight.shape[0]]
+            rules.push_block(carried, values, sum_weights, not last, first_rows if layer == 1 else no_rows,
+                             derivative_rows, work, scratch, forms[layer - 1], weight, biases[layer][:, 0], out,
+                             next_values, gemm, ints, scalars)
+            carried, values = out, next_values
+        if kernels.output is not None:
+            rules.activate_block(carried, values, sum_weights, False, no_rows, derivative_rows, work, scratch,
+                                 forms[-1])
+        else:
+            carried[:, 0, :] = values
+        finish(lo, hi, carried)
+
+    def finish(lo, hi, carried):
         # Without a hidden layer, or after an output activation, every row is still here.
         result[lo:hi] = (carried if carried.shape[1] == kept else carried[:, ::rows - 1, :]).transpose(2, 1, 0)
 
+    if forms:
+        gemm = blas.gemm(np.float64)
+        first_rows = np.ascontiguousarray(start_rows[:, :, 0])
+        no_rows = first_rows[:0]
     with threads.single_blas_thread():
         threads.run_blocks(push, (), batch)
     return result
+
+
+def _array_forms(operator: str, kernels, dtype, layers: int):
+    """The ArrayForm (feynmlp.array_form) of every activation, hidden layers first, then the
+    output's, when the fused Laplacian kernels can take the network: float64, at least one
+    hidden layer, every activation with an array form; else None (the NumPy path)."""
+    if operator != "laplacian" or np.dtype(dtype) != np.float64 or layers < 2:
+        return None
+    modules = list(kernels.derivatives) + ([kernels.output] if kernels.output is not None else [])
+    forms = [array_form.callbacks(module) for module in modules]
+    return forms if all(form is not None for form in forms) else None
 
 
 def _block_points(batch: int, bytes_per_point: int) -> int:

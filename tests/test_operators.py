@@ -47,6 +47,7 @@ CASES = [
     ((3, 5, 4, 1), "cos", "sigmoid", None),
     ((2, 3, 3, 3), ["exp", "tanh"], None, [1]),
     ((4, 7, 2), "gelu", "tanh", [0, 1, 3]),
+    ((3, 6, 5, 2), "silu", "softplus", [2, 0]),
     ((3, 4, 2), "identity", None, None),
     ((4, 3), "tanh", None, None),  # no hidden layer: both operators vanish
 ]
@@ -87,6 +88,29 @@ def test_many_points_and_float32():
     single = feynmlp.laplacian(mlp, points, dtype=np.float32)
     assert single.dtype == np.float32
     assert_relative_close(single[:5], want_lap, 1e-4, "float32 laplacian")
+
+
+@pytest.mark.parametrize("activations, output", [("tanh", None), (["sigmoid", "exp"], "tanh"), ("gelu", None)])
+def test_blocks_of_many_points_in_both_kernel_paths(monkeypatch, activations, output):
+    # Blocks of 16 points: the first, a middle and the last point of a batch that splits into
+    # uneven blocks over the threads, against torch. Activations with an array form take the
+    # fused float64 kernels (rules.push_block); GELU, and float32, the NumPy path.
+    from feynmlp import operators
+    from feynmlp.kernels import resolve_kernels
+
+    rng = np.random.default_rng(21)
+    mlp = random_mlp(rng, (4, 7, 6, 2), activations, output)
+    kernels = resolve_kernels(mlp.hidden_activations, mlp.output_activation, 2)
+    fused = operators._array_forms("laplacian", kernels, np.float64, 3) is not None
+    assert fused == (activations != "gelu")
+    monkeypatch.setattr(operators, "_BLOCK_BYTES", 16 * 5 * 7 * 8)  # 5 rows of the widest layer, 7
+    points = rng.normal(size=(203, 4))
+    picked = [0, 101, 202]
+    want_lap, _ = reference(mlp, points[picked], wrt=[3, 1, 0])
+    got = feynmlp.laplacian(mlp, points, wrt=[3, 1, 0])
+    assert_relative_close(got[picked], want_lap, RTOL, "laplacian")
+    assert_relative_close(feynmlp.laplacian(mlp, points, wrt=[3, 1, 0], dtype=np.float32)[picked], want_lap, 1e-4,
+                          "float32 laplacian")
 
 
 def test_against_the_all_coefficients_path():
