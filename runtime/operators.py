@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import array_form, blas, checks, memory, threads, workspace
+from . import checks, memory, threads, workspace
 from .kernels import VECTOR_FORM_ARRAYS, activation_derivatives, call_kernel, resolve_kernels
 from .operator_kernels import RULE_OPERATORS, rule_module
 
@@ -143,6 +143,7 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
     result = np.empty((batch, kept, widths[-1]), dtype=dtype)
 
     forms = _array_forms(operator, kernels, dtype, len(weights))
+    from . import blas  # imports Numba, which `import feynmlp` leaves out
 
     def push(lo, hi):
         for start in range(lo, hi, block):
@@ -225,6 +226,7 @@ def _array_forms(operator: str, kernels, dtype, layers: int):
     hidden layer, every activation with an array form; else None (the NumPy path)."""
     if operator != "laplacian" or np.dtype(dtype) != np.float64 or layers < 2:
         return None
+    from . import array_form  # imports Numba, which `import feynmlp` leaves out
     modules = list(kernels.derivatives) + ([kernels.output] if kernels.output is not None else [])
     forms = [array_form.callbacks(module) for module in modules]
     return forms if all(form is not None for form in forms) else None

@@ -95,6 +95,8 @@ def run(case):
         assert np.allclose(series @ t ** np.arange(case["order"] + 1), mlp(xs + t * v), rtol=0, atol=1e-7)
     elif kind == "threads":
         run_threads(case, mlp)
+    elif kind == "operators":
+        run_operators(case, mlp)
     print("ok", json.dumps(case), flush=True)
 
 
@@ -146,6 +148,50 @@ def run_threads(case, mlp):
                            expansion.coefficient(alpha), rtol=1e-9, atol=1e-12)
 
 
+def run_operators(case, mlp):
+    """Four user threads calling the operators at once on a cold cache (the fused float64
+    kernels, their activation callbacks, the NumPy path in float32, the biharmonic), each
+    result equal to the same call made alone afterwards and to the trace of feynmlp.taylor's
+    Hessian (other kernels)."""
+    import threading
+
+    x = rng.normal(size=(case["points"], case["n"]))
+    unit = [[int(i == j) for j in range(case["n"])] for i in range(3)]
+    pde = {tuple(unit[0]): 1.0, tuple(2 * u for u in unit[1]): 1.0, tuple(2 * u for u in unit[2]): 1.0}
+    calls = [
+        lambda: feynmlp.laplacian(mlp, x),
+        lambda: feynmlp.operator(mlp, x, pde),
+        lambda: feynmlp.laplacian(mlp, x, dtype=np.float32),
+        lambda: feynmlp.biharmonic(mlp, x[:4]),
+    ]
+    results, errors = [None] * len(calls), []
+    barrier = threading.Barrier(len(calls))
+
+    def work(i):
+        try:
+            barrier.wait()
+            results[i] = calls[i]()
+        except BaseException:
+            import traceback
+            errors.append(traceback.format_exc())
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[0]
+    for i, call in enumerate(calls):
+        assert np.array_equal(results[i], call()), i
+    hessian = feynmlp.taylor(mlp, x, 2).hessian
+    trace = np.einsum("boii->bo", hessian)
+    pde_value = hessian[:, :, 1, 1] + hessian[:, :, 2, 2] + feynmlp.taylor(mlp, x, 1).gradient[:, :, 0]
+    scale = np.abs(trace).max()
+    assert np.allclose(results[0], trace, rtol=0, atol=1e-10 * scale)
+    assert np.allclose(results[1], pde_value, rtol=0, atol=1e-10 * np.abs(pde_value).max())
+    assert np.allclose(results[2], trace, rtol=0, atol=1e-4 * scale)
+
+
 for case in CASES:
     run(case)
 '''
@@ -182,6 +228,8 @@ GROUPS = {
         dict(kind="directional", activation="cos", order=10, n=16, points=64, shared=False, width=32, depth=2)],
     "four user threads, order 5, same kernel": [
         dict(kind="threads", activation="tanh", order=5, n=10, points=24, width=16, depth=2, calls=[0, 0, 0, 0])],
+    "four user threads: laplacian, u_t + u_xx + u_yy, float32, biharmonic": [
+        dict(kind="operators", activation="tanh", n=5, points=300, width=24, depth=3)],
     "six user threads: taylor, directional, diagrams, Born": [
         dict(kind="threads", activation="gelu", order=5, n=8, points=16, width=16, depth=2,
              calls=[0, 1, 2, 3, 4, 5])],
