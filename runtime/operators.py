@@ -24,12 +24,17 @@ from .kernels import VECTOR_FORM_ARRAYS, activation_derivatives, call_kernel, re
 from .operator_kernels import RULE_OPERATORS, rule_module
 
 # The carried rows of one block of points a thread takes through all layers at a time: long
-# enough matrix products and few Python-level calls, small enough to stay in a core's 2 MiB L2
-# cache. Measured on both cores, two alternating runs each: u_t + u_xx + u_yy on
-# 3 -> 128^3 -> 1 at 10,000 points took 47-49 ms with 2 MiB, 49-50 ms with 1 MiB, 51-56 ms
-# with 512 KiB, 48-59 ms with 8 MiB and 72-74 ms with 32 MiB; the Laplacian of 32 -> 64^3 -> 1
-# at 256 points 2.9 ms with 2 MiB, 3.0 ms with 512 KiB and 2.8 ms with 8 MiB.
+# enough products and few calls per point. Measured on both cores, two runs each: u_t + u_xx +
+# u_yy on 3 -> 128^3 -> 1 at 10,000 points took 29.5-32.0 ms with 4 MiB, 30.8-31.6 ms with
+# 2 MiB, 32.4-33.7 ms with 1 MiB and 30.9-32.8 ms with 8 MiB; the Laplacian of 32 -> 64^3 -> 1
+# at 256 points 2.3-2.5 ms with any of them.
 _BLOCK_BYTES = 2**22
+# But at least this many points, where a block of that many stays under _MOST_BLOCK_BYTES: the
+# rule kernels' inner loops run over a block's points, and LLVM's vector loops need length.
+# The biharmonic of 32 -> 64^3 -> 1 (594 carried rows) at 64 points took 16.0 ms in blocks of
+# 6 points (2 MiB), 13.1 ms of 13 and 9.2 ms of 32.
+_LEAST_BLOCK_POINTS = 32
+_MOST_BLOCK_BYTES = 2**25
 
 
 def laplacian(mlp, x, wrt=None, dtype=np.float64, nonfinite: str = "raise") -> np.ndarray:
@@ -233,10 +238,11 @@ def _array_forms(operator: str, kernels, dtype, layers: int):
 
 
 def _block_points(batch: int, bytes_per_point: int) -> int:
-    """Points per block: at most _BLOCK_BYTES of carried rows, and blocks of equal size within
-    each thread's share (a short last block would run its products at a lower rate)."""
+    """Points per block: _BLOCK_BYTES of carried rows, or _LEAST_BLOCK_POINTS where those fit
+    in _MOST_BLOCK_BYTES; and blocks of equal size within each thread's share (a short last
+    block would run its products at a lower rate)."""
     share = -(-batch // threads.count())
-    most = max(1, _BLOCK_BYTES // bytes_per_point)
+    most = max(1, _BLOCK_BYTES // bytes_per_point, min(_LEAST_BLOCK_POINTS, _MOST_BLOCK_BYTES // bytes_per_point))
     return -(-share // -(-share // most))
 
 
