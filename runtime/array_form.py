@@ -21,6 +21,7 @@ differs, callbacks() returns None and the caller keeps its NumPy path.
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 from typing import NamedTuple
 
@@ -82,6 +83,16 @@ def ufunc_loop(ufunc: np.ufunc):
 
 _lock = threading.Lock()
 _forms: dict = {}
+
+
+def _after_fork_in_child() -> None:
+    # A fork while another thread compiled would leave the child's lock held forever.
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def callbacks(module) -> ArrayForm | None:

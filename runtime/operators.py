@@ -13,7 +13,10 @@ the points and the carried rows stacked into its long dimension; the bias only s
 value). Through an activation they follow the collapsed Faa di Bruno rules derived by
 feynmlp.codegen.operator_rules and shipped as kernels in generated/ (feynmlp.operator_kernels);
 the activation's derivatives come from its own Taylor kernel module, so custom activations work
-as in `feynmlp.taylor`. Validation is shared with `feynmlp.taylor`.
+as in `feynmlp.taylor`. Two paths run the same steps: for the Laplacian's rule in float64 with
+activations that have an array form, one compiled call per layer and block (the generated
+push_block, through feynmlp.array_form); otherwise NumPy and Numba calls from Python.
+Validation is shared with `feynmlp.taylor`.
 """
 from __future__ import annotations
 
@@ -148,7 +151,6 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
     result = np.empty((batch, kept, widths[-1]), dtype=dtype)
 
     forms = _array_forms(operator, kernels, dtype, len(weights))
-    from . import blas  # imports Numba, which `import feynmlp` leaves out
 
     def push(lo, hi):
         for start in range(lo, hi, block):
@@ -217,6 +219,8 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
         result[lo:hi] = (carried if carried.shape[1] == kept else carried[:, ::rows - 1, :]).transpose(2, 1, 0)
 
     if forms:
+        from . import blas  # imports Numba, which `import feynmlp` leaves out
+
         gemm = blas.gemm(np.float64)
         first_rows = np.ascontiguousarray(start_rows[:, :, 0])
         no_rows = first_rows[:0]

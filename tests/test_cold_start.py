@@ -100,70 +100,11 @@ def run(case):
     print("ok", json.dumps(case), flush=True)
 
 
-def run_threads(case, mlp):
-    """Four user threads at once (cold, then warm), each result equal to the same call made
-    alone afterwards."""
+def at_once(calls):
+    """The results of the calls, each made in its own user thread, all released together; the
+    traceback of the first that failed fails the case."""
     import threading
 
-    n, order = case["n"], case["order"]
-    x = rng.normal(size=(case["points"], n))
-    v = rng.normal(size=(case["points"], n))
-    alpha = [0] * n
-    alpha[0], alpha[1] = 3, 2
-    potentials = -np.abs(rng.normal(size=(50, 16))) * 0.3
-    calls = [
-        lambda: feynmlp.taylor(mlp, x, order).coefficients,
-        lambda: feynmlp.taylor(mlp, x[:3], order, scheme="forward").coefficients,
-        lambda: feynmlp.directional(mlp, x, v, order + 2),
-        lambda: np.array([c.value for c in feynmlp.diagram_contributions(mlp, x[0], alpha)]).sum(axis=0),
-        lambda: feynmlp.born.born_terms(potentials, 3, 1.0),
-        lambda: feynmlp.born.scattering_length(potentials, 1.0),
-    ]
-    chosen = [calls[i] for i in case["calls"]]
-    for attempt in ("cold", "warm"):
-        results, errors = [None] * len(chosen), []
-        barrier = threading.Barrier(len(chosen))
-
-        def work(i):
-            try:
-                barrier.wait()
-                results[i] = chosen[i]()
-            except BaseException as exc:
-                import traceback
-                errors.append(traceback.format_exc())
-
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(len(chosen))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert not errors, errors[0]
-        for i, call in enumerate(chosen):
-            alone = call()
-            assert np.array_equal(results[i], alone), (attempt, case["calls"][i])
-    # The coefficient from the diagrams equals the kernels' one (a different route).
-    if 3 in case["calls"]:
-        expansion = feynmlp.taylor(mlp, x[0], 5)
-        assert np.allclose(np.array([c.value for c in feynmlp.diagram_contributions(mlp, x[0], alpha)]).sum(axis=0),
-                           expansion.coefficient(alpha), rtol=1e-9, atol=1e-12)
-
-
-def run_operators(case, mlp):
-    """Four user threads calling the operators at once on a cold cache (the fused float64
-    kernels, their activation callbacks, the NumPy path in float32, the biharmonic), each
-    result equal to the same call made alone afterwards and to the trace of feynmlp.taylor's
-    Hessian (other kernels)."""
-    import threading
-
-    x = rng.normal(size=(case["points"], case["n"]))
-    unit = [[int(i == j) for j in range(case["n"])] for i in range(3)]
-    pde = {tuple(unit[0]): 1.0, tuple(2 * u for u in unit[1]): 1.0, tuple(2 * u for u in unit[2]): 1.0}
-    calls = [
-        lambda: feynmlp.laplacian(mlp, x),
-        lambda: feynmlp.operator(mlp, x, pde),
-        lambda: feynmlp.laplacian(mlp, x, dtype=np.float32),
-        lambda: feynmlp.biharmonic(mlp, x[:4]),
-    ]
     results, errors = [None] * len(calls), []
     barrier = threading.Barrier(len(calls))
 
@@ -181,6 +122,54 @@ def run_operators(case, mlp):
     for thread in threads:
         thread.join()
     assert not errors, errors[0]
+    return results
+
+
+def run_threads(case, mlp):
+    """Four user threads at once (cold, then warm), each result equal to the same call made
+    alone afterwards."""
+    n, order = case["n"], case["order"]
+    x = rng.normal(size=(case["points"], n))
+    v = rng.normal(size=(case["points"], n))
+    alpha = [0] * n
+    alpha[0], alpha[1] = 3, 2
+    potentials = -np.abs(rng.normal(size=(50, 16))) * 0.3
+    calls = [
+        lambda: feynmlp.taylor(mlp, x, order).coefficients,
+        lambda: feynmlp.taylor(mlp, x[:3], order, scheme="forward").coefficients,
+        lambda: feynmlp.directional(mlp, x, v, order + 2),
+        lambda: np.array([c.value for c in feynmlp.diagram_contributions(mlp, x[0], alpha)]).sum(axis=0),
+        lambda: feynmlp.born.born_terms(potentials, 3, 1.0),
+        lambda: feynmlp.born.scattering_length(potentials, 1.0),
+    ]
+    chosen = [calls[i] for i in case["calls"]]
+    for attempt in ("cold", "warm"):
+        results = at_once(chosen)
+        for i, call in enumerate(chosen):
+            alone = call()
+            assert np.array_equal(results[i], alone), (attempt, case["calls"][i])
+    # The coefficient from the diagrams equals the kernels' one (a different route).
+    if 3 in case["calls"]:
+        expansion = feynmlp.taylor(mlp, x[0], 5)
+        assert np.allclose(np.array([c.value for c in feynmlp.diagram_contributions(mlp, x[0], alpha)]).sum(axis=0),
+                           expansion.coefficient(alpha), rtol=1e-9, atol=1e-12)
+
+
+def run_operators(case, mlp):
+    """Four user threads calling the operators at once on a cold cache (the fused float64
+    kernels, their activation callbacks, the NumPy path in float32, the biharmonic), each
+    result equal to the same call made alone afterwards and to the trace of feynmlp.taylor's
+    Hessian (other kernels)."""
+    x = rng.normal(size=(case["points"], case["n"]))
+    unit = [[int(i == j) for j in range(case["n"])] for i in range(3)]
+    pde = {tuple(unit[0]): 1.0, tuple(2 * u for u in unit[1]): 1.0, tuple(2 * u for u in unit[2]): 1.0}
+    calls = [
+        lambda: feynmlp.laplacian(mlp, x),
+        lambda: feynmlp.operator(mlp, x, pde),
+        lambda: feynmlp.laplacian(mlp, x, dtype=np.float32),
+        lambda: feynmlp.biharmonic(mlp, x[:4]),
+    ]
+    results = at_once(calls)
     for i, call in enumerate(calls):
         assert np.array_equal(results[i], call()), i
     hessian = feynmlp.taylor(mlp, x, 2).hessian
