@@ -180,6 +180,12 @@ def check_kernels(requests, folder: Path, progress: bool = False) -> list[str]:
     for kernel in kernels:
         entries[kernel.filename] = _manifest_entry(kernel)
     expected[MANIFEST] = _manifest_text(entries)
+    return diff_against(folder, expected)
+
+
+def diff_against(folder: Path, expected: dict[str, str]) -> list[str]:
+    """Unified diffs of the files in `folder` whose text differs from `expected` (file name ->
+    text the generator renders now); a missing or unreadable file counts as empty."""
     diffs = []
     for name, text in expected.items():
         try:

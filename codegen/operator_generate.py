@@ -9,7 +9,6 @@ renders into memory and compares instead of writing.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 from pathlib import Path
@@ -20,7 +19,7 @@ from ..kernel_signature import GENERATOR_VERSION, file_digest
 from ..operator_kernels import (OPERATOR_MANIFEST, RULE_OPERATORS, operator_filename, operator_hash,
                                 operator_signature)
 from . import operator_rules, printing, templating
-from .generate import sympy_series
+from .generate import diff_against, sympy_series
 
 TEMPLATE = "operator_module.py.jinja"
 # In the kernels every contraction is a per-neuron local named <name>_k.
@@ -97,15 +96,4 @@ def write_operators(folder: Path, operators=None) -> list[str]:
 
 def check_operators(folder: Path) -> list[str]:
     """Unified diffs of the operator files in `folder` that differ from what is rendered now."""
-    folder = Path(folder)
-    diffs = []
-    for name, text in _expected(shipped_operators()).items():
-        try:
-            current = (folder / name).read_text()
-        except OSError:
-            current = ""
-        if current != text:
-            diffs.append("".join(difflib.unified_diff(
-                current.splitlines(keepends=True), text.splitlines(keepends=True),
-                fromfile=f"{folder / name} (on disk)", tofile=f"{folder / name} (generator now)")))
-    return diffs
+    return diff_against(Path(folder), _expected(shipped_operators()))
