@@ -8,11 +8,13 @@ differential operator's values as a dask array (batch, n_out).
 Nothing is computed until the caller computes: building the graph reads only shapes, chunks
 and dtypes, and never runs a kernel (every map_blocks call is given its `meta`).
 
-What travels to a worker is a `ModelSpec` (weights, biases, activation names or SymPy
-expressions, and a digest of them) inside a `BlockTask` (order, variables, dtype, scheme):
-plain arrays and strings, never a compiled function. A worker process builds the MLP of a spec
-once (kept by digest) and loads its kernels once through feynmlp's caches (the shipped modules,
-FEYNMLP_CACHE_DIR and Numba's on-disk cache), then keeps both for every later task.
+What travels to a worker is a `BlockTask` (order, variables, dtype, scheme) per block and a
+`ModelSpec` (weights, biases, activation names or SymPy expressions, and a digest of them)
+once: the spec is one key of the graph that every block's task reads, so a worker receives the
+weights once, not with each block. Plain arrays and strings, never a compiled function. A
+worker process builds the MLP of a spec once (kept by digest) and loads its kernels once
+through feynmlp's caches (the shipped modules, FEYNMLP_CACHE_DIR and Numba's on-disk cache),
+then keeps both for every later task.
 
 Threads: each task expands its block on the thread Dask runs it on, with one kernel thread
 (threads.limited(1)) and BLAS on one thread (threads.single_blas_thread); Dask's worker
@@ -129,7 +131,8 @@ def _blas_thread_count() -> int:
 
 @dataclass(frozen=True)
 class BlockTask:
-    """The function Dask runs on each block: a small picklable description of one expansion.
+    """The function Dask runs on each block: a small picklable description of one expansion,
+    called with the block(s) and then the ModelSpec (a key of the graph, see model_key).
 
     kind: "taylor", "directional", or an operator ("laplacian", "biharmonic", "operator");
     declared: the dtypes the input dask arrays declare, one per array argument (a block whose
@@ -138,7 +141,6 @@ class BlockTask:
     feynmlp.taylor.
     """
 
-    spec: ModelSpec
     kind: str
     order: int
     wrt: tuple | None
@@ -150,10 +152,11 @@ class BlockTask:
     terms: tuple = ()
 
     def __dask_tokenize__(self):
-        return ("feynmlp.BlockTask", self.spec.digest, self.kind, self.order, self.wrt, self.dtype, self.scheme,
+        return ("feynmlp.BlockTask", self.kind, self.order, self.wrt, self.dtype, self.scheme,
                 self.nonfinite, self.declared, self.names, self.terms)
 
-    def __call__(self, *blocks, block_info=None):
+    def __call__(self, *arguments, block_info=None):
+        *blocks, spec = arguments
         lo, hi = block_info[None]["array-location"][0] if block_info else (0, blocks[0].shape[0])
         where = f"rows {lo}..{hi - 1} of the dask array"
         for block, declared, name, position in zip(blocks, self.declared, self.names, range(len(blocks))):
@@ -169,7 +172,7 @@ class BlockTask:
                 raise FeynmlpError(
                     f"{name} contains {int(bad.sum())} NaN or infinite value(s) in {where} (first at row "
                     f"{first}, column {column}); replace or drop those rows")
-        model = self.spec.model()
+        model = spec.model()
         with threads.limited(1), threads.single_blas_thread():
             with _models_lock:
                 _report["blocks"] += 1
@@ -194,6 +197,14 @@ class BlockTask:
             except FeynmlpError as exc:
                 # Points inside the message count from the block's first row.
                 raise type(exc)(f"in {where} (points counted from row {lo}): {exc}") from None
+
+
+def model_key(spec: ModelSpec):
+    """The spec as one key of the graph (a dask Delayed named by its digest), which every
+    block's task takes as its last argument: the scheduler sends it to a worker once."""
+    from dask import delayed
+
+    return delayed(spec, name="feynmlp-model-" + spec.digest, traverse=False)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -238,12 +249,12 @@ def taylor(mlp, x, order, wrt=None, dtype=np.float64, scheme="auto", nonfinite="
     variables = checks.check_wrt(wrt, mlp.n_inputs)
     check_name(scheme, mlp.output_activation)  # at graph time, not in the tasks
     points, single = _check_dask_points(x, mlp.n_inputs, "x")
-    task = BlockTask(ModelSpec.of(mlp), "taylor", order, variables, dtype.str, scheme, nonfinite,
-                     (points.dtype.str,), ("x",))
+    spec = ModelSpec.of(mlp)
+    task = BlockTask("taylor", order, variables, dtype.str, scheme, nonfinite, (points.dtype.str,), ("x",))
     columns = multi_index.count(len(variables), order)
-    coefficients = da.map_blocks(task, points, dtype=dtype, meta=np.empty((0, 0, 0), dtype=dtype),
+    coefficients = da.map_blocks(task, points, model_key(spec), dtype=dtype, meta=np.empty((0, 0, 0), dtype=dtype),
                                  chunks=(points.chunks[0], (mlp.n_outputs,), (columns,)), new_axis=2,
-                                 name="feynmlp-taylor-" + tokenize(task, points))
+                                 name="feynmlp-taylor-" + tokenize(task, spec.digest, points))
     return DaskTaylorExpansion(coefficients, points, order, variables, mlp.n_inputs, single)
 
 
@@ -273,11 +284,12 @@ def directional(mlp, x, v, order, dtype=np.float64, nonfinite="raise"):
             arrays[i] = da.from_array(arrays[i], chunks=(chunks if arrays[i].shape[0] == rows[lead] else 1, -1))
         elif arrays[i].shape[0] == rows[lead] and arrays[i].chunks[0] != chunks:
             arrays[i] = arrays[i].rechunk({0: chunks})
-    task = BlockTask(ModelSpec.of(mlp), "directional", order, None, dtype.str, "auto", nonfinite,
-                     tuple(a.dtype.str for a in arrays), ("x", "v"))
-    series = da.map_blocks(task, *arrays, dtype=dtype, meta=np.empty((0, 0, 0), dtype=dtype),
+    spec = ModelSpec.of(mlp)
+    task = BlockTask("directional", order, None, dtype.str, "auto", nonfinite, tuple(a.dtype.str for a in arrays),
+                     ("x", "v"))
+    series = da.map_blocks(task, *arrays, model_key(spec), dtype=dtype, meta=np.empty((0, 0, 0), dtype=dtype),
                            chunks=(chunks, (mlp.n_outputs,), (order + 1,)), new_axis=2,
-                           name="feynmlp-directional-" + tokenize(task, *arrays))
+                           name="feynmlp-directional-" + tokenize(task, spec.digest, *arrays))
     return series[0] if all(singles) else series
 
 
@@ -296,10 +308,11 @@ def operator(kind, mlp, x, dtype=np.float64, nonfinite="raise", wrt=None, terms=
     else:
         variables = checks.check_wrt(wrt, mlp.n_inputs)
     points, single = _check_dask_points(x, mlp.n_inputs, "x")
-    task = BlockTask(ModelSpec.of(mlp), kind, 0, variables, dtype.str, "auto", nonfinite, (points.dtype.str,),
-                     ("x",), checked)
-    values = da.map_blocks(task, points, dtype=dtype, meta=np.empty((0, 0), dtype=dtype),
-                           chunks=(points.chunks[0], (mlp.n_outputs,)), name=f"feynmlp-{kind}-" + tokenize(task, points))
+    spec = ModelSpec.of(mlp)
+    task = BlockTask(kind, 0, variables, dtype.str, "auto", nonfinite, (points.dtype.str,), ("x",), checked)
+    values = da.map_blocks(task, points, model_key(spec), dtype=dtype, meta=np.empty((0, 0), dtype=dtype),
+                           chunks=(points.chunks[0], (mlp.n_outputs,)),
+                           name=f"feynmlp-{kind}-" + tokenize(task, spec.digest, points))
     return values[0] if single else values
 
 

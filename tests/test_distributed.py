@@ -215,13 +215,21 @@ def test_bad_dask_inputs_refused_at_graph_time(network):
 
 
 def test_payload_is_small_and_workers_build_once(client):
-    mlp = random_mlp(np.random.default_rng(11), (3, 16, 16, 1), "sigmoid")
+    mlp = random_mlp(np.random.default_rng(11), (3, 32, 32, 1), "sigmoid")
     x = _points(64, seed=9)
     lazy = feynmlp.taylor(mlp, da.from_array(x, chunks=4), 3).coefficients
-    task = fd.BlockTask(fd.ModelSpec.of(mlp), "taylor", 3, (0, 1, 2), "<f8", "auto", "raise", ("<f8",), ("x",))
-    payload = pickle.dumps(task)
+    # The weights are one key of the graph; each block's task only names it, and carries no
+    # compiled code.
     weights_bytes = sum(w.nbytes + b.nbytes for w, b in zip(mlp.weights, mlp.biases))
-    assert len(payload) < weights_bytes + 2000 and b"numba" not in payload and b"Dispatcher" not in payload
+    graph = dict(lazy.__dask_graph__())
+    models = [key for key in graph if str(key).startswith("feynmlp-model-")]
+    blocks = [value for key, value in graph.items() if isinstance(key, tuple) and key[0].startswith("feynmlp-taylor")]
+    assert len(models) == 1 and len(blocks) == 16
+    model = pickle.dumps(graph[models[0]])
+    assert weights_bytes < len(model) < weights_bytes + 2000
+    for payload in (model, *(pickle.dumps(block) for block in blocks)):
+        assert b"numba" not in payload and b"Dispatcher" not in payload
+    assert max(len(pickle.dumps(block)) for block in blocks) < 2000 < weights_bytes
     before = client.run(fd.process_report)
     first = lazy.compute(scheduler=client)
     middle = client.run(fd.process_report)
