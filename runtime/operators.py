@@ -127,10 +127,11 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
     batch = points.shape[0]
     itemsize = np.dtype(dtype).itemsize
     block = _block_points(batch, rows * max(widths) * itemsize)
-    # Per thread: two carried arrays of a block, the values and derivatives of its widest
-    # layer, the rows kept for the result, the rule kernel's per-point work arrays (at most
-    # d + 6 rows), and the float64 arrays of the derivatives' array form.
-    working = threads.count() * (max(widths) * (itemsize * block * (2 * rows + order + 2 + kept)
+    # Per thread: two carried arrays of a block, the pre-activations of two layers and the
+    # derivatives of its widest layer, the rows kept for the result, the rule kernel's
+    # per-point work arrays (at most d + 6 rows), and the float64 arrays of the derivatives'
+    # array form.
+    working = threads.count() * (max(widths) * (itemsize * block * (2 * rows + order + 3 + kept)
                                                 + 8 * block * VECTOR_FORM_ARRAYS) + itemsize * block * (count + order + 7))
     memory.check(batch * widths[-1] * kept * itemsize, itemsize, 0, working,
                  f"the {operator} in {count} variables for {batch} point(s)",
@@ -138,15 +139,15 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
                  f"{rows} carried rows per neuron and point, widest layer {max(widths)}, ")
     kernels = resolve_kernels(hidden_activations, output_activation, order)
     weights = [np.asarray(w, dtype=dtype) for w in weights]
-    biases = [np.asarray(b, dtype=dtype)[:, None] for b in biases]
+    biases = [np.asarray(b, dtype=dtype) for b in biases]
     # The first layer's derivatives along each direction are the same at every point: the
-    # rows that start every block, (neurons, rows - 1, 1).
+    # rows that start every block, (neurons, rows - 1).
     first_weights = np.asarray(weights[0], dtype=np.float64)
-    start_rows = np.zeros((widths[0], rows - 1, 1), dtype=dtype)
-    start_rows[:, :count, 0] = (directions @ first_weights.T).T
+    start_rows = np.zeros((widths[0], rows - 1), dtype=dtype)
+    start_rows[:, :count] = (directions @ first_weights.T).T
     if first_order is not None:
         assert operator == "laplacian", "only the Laplacian's rule carries a first-order part"
-        start_rows[:, count, 0] = first_weights @ np.asarray(first_order, dtype=np.float64)
+        start_rows[:, count] = first_weights @ np.asarray(first_order, dtype=np.float64)
     sum_weights = np.asarray(sum_weights, dtype=dtype)
     result = np.empty((batch, kept, widths[-1]), dtype=dtype)
 
@@ -156,17 +157,28 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
         for start in range(lo, hi, block):
             (push_fused if forms else push_block)(start, min(hi, start + block))
 
+    def pre_activations(layer, size):
+        # The pre-activations of a layer, (neurons, points): two work arrays in turn, since
+        # one layer's are read while the next layer's are written.
+        return workspace.array(("operator values", layer % 2), (max(widths), size), dtype)[:widths[layer]]
+
+    def first_layer(lo, hi):
+        values = pre_activations(0, hi - lo)
+        np.matmul(weights[0], points[lo:hi].T, out=values)
+        np.add(values, biases[0][:, None], out=values)
+        return workspace.array(("operator", 0), (widths[0], rows, hi - lo), dtype), values
+
+    def last_rows(layer):
+        # After the last hidden layer only the value and the operator's row (the last one) are
+        # read, unless an output activation needs every row.
+        return layer == len(weights) - 1 and kernels.output is None
+
     def push_block(lo, hi):
         size = hi - lo
-        carried = workspace.array(("operator", 0), (widths[0], rows, size), dtype)
-        values = workspace.array("operator values", (max(widths), size), dtype)[:widths[0]]
-        np.matmul(weights[0], points[lo:hi].T, out=values)
-        np.add(values, biases[0], out=values)
-        carried[:, 1:, :] = start_rows
+        carried, values = first_layer(lo, hi)
+        carried[:, 1:, :] = start_rows[:, :, None]
         for layer in range(1, len(weights)):
-            # After the last hidden layer only the value and the operator's row (the last one)
-            # are read, unless an output activation needs every row.
-            last = layer == len(weights) - 1 and kernels.output is None
+            last = last_rows(layer)
             _activate(carried, values, kernels.derivatives[layer - 1], rules, sum_weights, not last)
             weight = weights[layer]
             if last:
@@ -178,13 +190,11 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
                 out = workspace.array(("operator", layer % 2), (weight.shape[0],) + carried.shape[1:], dtype)
                 np.matmul(weight, carried.reshape(carried.shape[0], -1), out=out.reshape(weight.shape[0], -1))
             carried = out
-            values = workspace.array("operator values", (max(widths), size), dtype)[:weight.shape[0]]
-            np.add(carried[:, 0, :], biases[layer], out=values)
+            values = pre_activations(layer, size)
+            np.add(carried[:, 0, :], biases[layer][:, None], out=values)
         if kernels.output is not None:
             _activate(carried, values, kernels.output, rules, sum_weights, False)
-        else:
-            carried[:, 0, :] = values
-        finish(lo, hi, carried)
+        finish(lo, hi, carried, values)
 
     def push_fused(lo, hi):
         # The same steps, each layer in one compiled call (rules.push_block) that releases the
@@ -193,28 +203,24 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
         derivative_rows, work = workspace.arrays("operator rows", [(order + 1, size), (3, size)], np.float64)
         scratch = workspace.array("operator scratch", (5,), np.int64)
         ints, scalars = blas.scratch(np.float64)
-        carried = workspace.array(("operator", 0), (widths[0], rows, size), dtype)
-        values = workspace.array(("operator values", 0), (max(widths), size), dtype)[:widths[0]]
-        np.matmul(weights[0], points[lo:hi].T, out=values)
-        np.add(values, biases[0], out=values)
+        carried, values = first_layer(lo, hi)
         for layer in range(1, len(weights)):
-            last = layer == len(weights) - 1 and kernels.output is None
+            last = last_rows(layer)
             weight = weights[layer]
             out = workspace.array(("operator", layer % 2), (weight.shape[0], kept if last else rows, size), dtype)
-            next_values = workspace.array(("operator values", layer % 2), (max(widths), size), dtype)
-            next_values = next_values[:weight.shape[0]]
-            rules.push_block(carried, values, sum_weights, not last, first_rows if layer == 1 else no_rows,
-                             derivative_rows, work, scratch, forms[layer - 1], weight, biases[layer][:, 0], out,
+            next_values = pre_activations(layer, size)
+            rules.push_block(carried, values, sum_weights, not last, start_rows if layer == 1 else start_rows[:0],
+                             derivative_rows, work, scratch, forms[layer - 1], weight, biases[layer], out,
                              next_values, gemm, ints, scalars)
             carried, values = out, next_values
         if kernels.output is not None:
-            rules.activate_block(carried, values, sum_weights, False, no_rows, derivative_rows, work, scratch,
+            rules.activate_block(carried, values, sum_weights, False, start_rows[:0], derivative_rows, work, scratch,
                                  forms[-1])
-        else:
-            carried[:, 0, :] = values
-        finish(lo, hi, carried)
+        finish(lo, hi, carried, values)
 
-    def finish(lo, hi, carried):
+    def finish(lo, hi, carried, values):
+        if kernels.output is None:
+            carried[:, 0, :] = values
         # Without a hidden layer, or after an output activation, every row is still here.
         result[lo:hi] = (carried if carried.shape[1] == kept else carried[:, ::rows - 1, :]).transpose(2, 1, 0)
 
@@ -222,8 +228,6 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
         from . import blas  # imports Numba, which `import feynmlp` leaves out
 
         gemm = blas.gemm(np.float64)
-        first_rows = np.ascontiguousarray(start_rows[:, :, 0])
-        no_rows = first_rows[:0]
     with threads.single_blas_thread():
         threads.run_blocks(push, (), batch)
     return result
