@@ -107,13 +107,28 @@ class ActivationSpec:
     def __post_init__(self):
         assert len(self.vector_carriers) == (len(self.carriers) if self.vector_inputs else 0), \
             f"{self.name}: one vector carrier per carrier, and only with vector inputs"
-        names = []
-        for name, ufunc, argument in self.vector_inputs:
+        self.vector_steps()  # checks the vector inputs
+
+    def vector_steps(self) -> tuple[list[str], list[tuple[int, str]], list[tuple[str, int, int]]]:
+        """The array form as the kernel template takes it: the work rows' names; the rows a
+        compiled loop fills with arithmetic of x, (row, code); the ufunc calls in order,
+        (ufunc, source row or -1 for x itself, target row)."""
+        names = [name for name, _, _ in self.vector_inputs]
+        prepared, ufuncs = [], []
+        for row, (name, ufunc, argument) in enumerate(self.vector_inputs):
             _check_local(name)
             assert isinstance(getattr(np, ufunc, None), np.ufunc), f"{self.name}: {ufunc!r} is not a NumPy ufunc"
-            assert not argument.isidentifier() or argument == "x" or argument in names, \
-                f"{self.name}: {name} reads {argument!r}, which is neither x nor an earlier row"
-            names.append(name)
+            if argument == "x":
+                source = -1
+            elif argument in names[:row]:
+                source = names.index(argument)
+            else:
+                assert not argument.isidentifier(), \
+                    f"{self.name}: {name} reads {argument!r}, which is neither x nor an earlier row"
+                prepared.append((row, argument))
+                source = row
+            ufuncs.append((ufunc, source, row))
+        return names, prepared, ufuncs
 
     def total_derivative(self, expr: sp.Expr) -> sp.Expr:
         """d/dz of an expression in Z and the carriers (the chain rule through each carrier)."""

@@ -69,6 +69,7 @@ def render_kernel(activation, order: int) -> RenderedKernel:
     for k, terms in enumerate(vertex_sums.vertex_terms(order), start=1):
         listed = ", ".join(f"{term.parts} x {term.weight}" for term in terms)
         term_lines.append(f"order {k}: {listed}")
+    vector_rows, vector_prepared, vector_ufuncs = spec.vector_steps() if vector_lines else ([], [], [])
     signature = kernel_signature(spec.signature(), order, sympy_series())
     filename = f"{spec.name}_order{order}.py"
     text = templating.render(
@@ -83,7 +84,9 @@ def render_kernel(activation, order: int) -> RenderedKernel:
         derivative_lines=derivative_lines,
         uses_math=any("math." in line for line in derivative_lines + vector_lines),
         vector_lines=vector_lines,
-        **_vector_form(spec.vector_inputs if vector_lines else ()),
+        vector_rows=vector_rows,
+        vector_prepared=vector_prepared,
+        vector_ufuncs=vector_ufuncs,
         directional_lines=directional_lines,
         valences=list(vertex_sums.valences(order)),
         valences_tuple=repr(vertex_sums.valences(order)),
@@ -91,24 +94,6 @@ def render_kernel(activation, order: int) -> RenderedKernel:
     )
     log.debug("rendered %s in %.2f s", filename, time.perf_counter() - started)
     return RenderedKernel(filename, text, spec.name, order, signature)
-
-
-def _vector_form(vector_inputs) -> dict:
-    """The array form's work rows for the template: their names, the rows a compiled loop fills
-    with arithmetic of x (row, code), and the ufunc calls in order (ufunc, source row or -1
-    for x itself, target row)."""
-    names = [name for name, _, _ in vector_inputs]
-    prepared, ufuncs = [], []
-    for row, (name, ufunc, argument) in enumerate(vector_inputs):
-        if argument == "x":
-            source = -1
-        elif argument in names[:row]:
-            source = names.index(argument)
-        else:
-            prepared.append((row, argument))
-            source = row
-        ufuncs.append((ufunc, source, row))
-    return dict(vector_rows=names, vector_prepared=prepared, vector_ufuncs=ufuncs)
 
 
 def refresh_command(activation: str, order: int) -> str:
