@@ -14,8 +14,9 @@ value). Through an activation they follow the collapsed Faa di Bruno rules deriv
 feynmlp.codegen.operator_rules and shipped as kernels in generated/ (feynmlp.operator_kernels);
 the activation's derivatives come from its own Taylor kernel module, so custom activations work
 as in `feynmlp.taylor`. Two paths run the same steps: for the Laplacian's rule in float64 with
-activations that have an array form, one compiled call per layer and block (the generated
-push_block, through feynmlp.array_form); otherwise NumPy and Numba calls from Python.
+activations that have an array form, one compiled call per thread for the whole network (the
+generated push_network, through feynmlp.array_form); otherwise NumPy and Numba calls from
+Python, layer by layer.
 Validation is shared with `feynmlp.taylor`.
 """
 from __future__ import annotations
@@ -153,32 +154,20 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
 
     forms = _array_forms(operator, kernels, dtype, len(weights))
 
-    def push(lo, hi):
-        for start in range(lo, hi, block):
-            (push_fused if forms else push_block)(start, min(hi, start + block))
-
-    def pre_activations(layer, size):
-        # The pre-activations of a layer, (neurons, points): two work arrays in turn, since
+    def push_block(lo, hi):
+        # The NumPy path: layer by layer, NumPy's products and the rule kernels called from
+        # Python. Pre-activations (neurons, points) alternate between two work arrays, since
         # one layer's are read while the next layer's are written.
-        return workspace.array(("operator values", layer % 2), (max(widths), size), dtype)[:widths[layer]]
-
-    def first_layer(lo, hi):
-        values = pre_activations(0, hi - lo)
+        size = hi - lo
+        values = workspace.array(("operator values", 0), (max(widths), size), dtype)[:widths[0]]
         np.matmul(weights[0], points[lo:hi].T, out=values)
         np.add(values, biases[0][:, None], out=values)
-        return workspace.array(("operator", 0), (widths[0], rows, hi - lo), dtype), values
-
-    def last_rows(layer):
-        # After the last hidden layer only the value and the operator's row (the last one) are
-        # read, unless an output activation needs every row.
-        return layer == len(weights) - 1 and kernels.output is None
-
-    def push_block(lo, hi):
-        size = hi - lo
-        carried, values = first_layer(lo, hi)
+        carried = workspace.array(("operator", 0), (widths[0], rows, size), dtype)
         carried[:, 1:, :] = start_rows[:, :, None]
         for layer in range(1, len(weights)):
-            last = last_rows(layer)
+            # After the last hidden layer only the value and the operator's row (the last one)
+            # are read, unless an output activation needs every row.
+            last = layer == len(weights) - 1 and kernels.output is None
             _activate(carried, values, kernels.derivatives[layer - 1], rules, sum_weights, not last)
             weight = weights[layer]
             if last:
@@ -190,46 +179,43 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
                 out = workspace.array(("operator", layer % 2), (weight.shape[0],) + carried.shape[1:], dtype)
                 np.matmul(weight, carried.reshape(carried.shape[0], -1), out=out.reshape(weight.shape[0], -1))
             carried = out
-            values = pre_activations(layer, size)
+            values = workspace.array(("operator values", layer % 2), (max(widths), size), dtype)[:widths[layer]]
             np.add(carried[:, 0, :], biases[layer][:, None], out=values)
         if kernels.output is not None:
             _activate(carried, values, kernels.output, rules, sum_weights, False)
-        finish(lo, hi, carried, values)
-
-    def push_fused(lo, hi):
-        # The same steps, each layer in one compiled call (rules.push_block) that releases the
-        # GIL throughout: derivatives, rules, products and bias.
-        size = hi - lo
-        derivative_rows, work = workspace.arrays("operator rows", [(order + 1, size), (3, size)], np.float64)
-        scratch = workspace.array("operator scratch", (5,), np.int64)
-        ints, scalars = blas.scratch(np.float64)
-        carried, values = first_layer(lo, hi)
-        for layer in range(1, len(weights)):
-            last = last_rows(layer)
-            weight = weights[layer]
-            out = workspace.array(("operator", layer % 2), (weight.shape[0], kept if last else rows, size), dtype)
-            next_values = pre_activations(layer, size)
-            rules.push_block(carried, values, sum_weights, not last, start_rows if layer == 1 else start_rows[:0],
-                             derivative_rows, work, scratch, forms[layer - 1], weight, biases[layer], out,
-                             next_values, gemm, ints, scalars)
-            carried, values = out, next_values
-        if kernels.output is not None:
-            rules.activate_block(carried, values, sum_weights, False, start_rows[:0], derivative_rows, work, scratch,
-                                 forms[-1])
-        finish(lo, hi, carried, values)
-
-    def finish(lo, hi, carried, values):
-        if kernels.output is None:
+        else:
             carried[:, 0, :] = values
         # Without a hidden layer, or after an output activation, every row is still here.
         result[lo:hi] = (carried if carried.shape[1] == kept else carried[:, ::rows - 1, :]).transpose(2, 1, 0)
+
+    def push_numpy(lo, hi):
+        for start in range(lo, hi, block):
+            push_block(start, min(hi, start + block))
+
+    def push_fused(lo, hi):
+        # The same steps for all of this thread's points in one compiled call
+        # (rules.push_network), which releases the GIL throughout.
+        size = min(block, hi - lo)
+        widest = max(widths)
+        carried_a, carried_b, values_a, values_b, derivative_rows, work = workspace.arrays(
+            "operator network", [(widest * rows * size,)] * 2 + [(widest * size,)] * 2
+            + [(order + 1, size), (VECTOR_FORM_ARRAYS, size)], np.float64)
+        scratch = workspace.array("operator scratch", (5,), np.int64)
+        ints, scalars = blas.scratch(np.float64)
+        rules.push_network(points, lo, hi, block, *network, tuple(forms), kernels.output is not None, start_rows,
+                           sum_weights, carried_a, carried_b, values_a, values_b, derivative_rows, work, scratch,
+                           gemm, ints, scalars, result)
 
     if forms:
         from . import blas  # imports Numba, which `import feynmlp` leaves out
 
         gemm = blas.gemm(np.float64)
+        # C-contiguous arrays (the kernel addresses their elements in flat order); the layers
+        # as tuples of one Numba type each.
+        points, sum_weights = np.ascontiguousarray(points), np.ascontiguousarray(sum_weights)
+        network = [tuple(np.ascontiguousarray(array) for array in arrays) for arrays in (weights, biases)]
     with threads.single_blas_thread():
-        threads.run_blocks(push, (), batch)
+        threads.run_blocks(push_fused if forms else push_numpy, (), batch)
     return result
 
 

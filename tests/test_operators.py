@@ -94,7 +94,7 @@ def test_many_points_and_float32():
 def test_blocks_of_many_points_in_both_kernel_paths(monkeypatch, activations, output):
     # Blocks of 16 points: the first, a middle and the last point of a batch that splits into
     # uneven blocks over the threads, against torch. Activations with an array form take the
-    # fused float64 kernels (rules.push_block); GELU, and float32, the NumPy path.
+    # fused float64 kernels (rules.push_network); GELU, and float32, the NumPy path.
     from feynmlp import operators
     from feynmlp.kernels import resolve_kernels
 
@@ -112,6 +112,17 @@ def test_blocks_of_many_points_in_both_kernel_paths(monkeypatch, activations, ou
     assert_relative_close(got[picked], want_lap, RTOL, "laplacian")
     assert_relative_close(feynmlp.laplacian(mlp, points, wrt=[3, 1, 0], dtype=np.float32)[picked], want_lap, 1e-4,
                           "float32 laplacian")
+
+
+def test_points_in_any_memory_layout():
+    # The fused kernels address the points' elements in flat order: strided and Fortran-ordered
+    # points must give the Laplacian of the same points.
+    rng = np.random.default_rng(5)
+    mlp = random_mlp(rng, (4, 6, 5, 2), "tanh")
+    strided = rng.normal(size=(7, 8))[:, ::2]
+    want_lap, _ = reference(mlp, np.ascontiguousarray(strided))
+    for points in (strided, np.asfortranarray(strided)):
+        assert_relative_close(feynmlp.laplacian(mlp, points), want_lap, RTOL, "laplacian")
 
 
 def test_against_the_all_coefficients_path():
