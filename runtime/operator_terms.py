@@ -286,7 +286,7 @@ def _second_order(mlp: MLP, points, terms: dict, dtype, nonfinite: str) -> np.nd
             A[j, i] += coefficient / 2
     if np.count_nonzero(A - np.diag(np.diag(A))) == 0:
         on = np.flatnonzero(np.diag(A))
-        directions, sums = np.eye(n)[on], np.diag(A)[on]
+        directions, sums = on, np.diag(A)[on]  # the input variables themselves
     else:
         eigenvalues, vectors = np.linalg.eigh(A)
         on = np.flatnonzero(np.abs(eigenvalues) > 1e-14 * np.max(np.abs(eigenvalues)))

@@ -21,17 +21,18 @@ Validation is shared with `feynmlp.taylor`.
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from . import checks, memory, threads, workspace
 from .kernels import VECTOR_FORM_ARRAYS, activation_derivatives, call_kernel, resolve_kernels
 from .operator_kernels import RULE_OPERATORS, rule_module
 
-# The carried rows of one block of points a thread takes through all layers at a time: long
-# enough products and few calls per point. Measured on both cores, two runs each: u_t + u_xx +
-# u_yy on 3 -> 128^3 -> 1 at 10,000 points took 29.5-32.0 ms with 4 MiB, 30.8-31.6 ms with
-# 2 MiB, 32.4-33.7 ms with 1 MiB and 30.9-32.8 ms with 8 MiB; the Laplacian of 32 -> 64^3 -> 1
-# at 256 points 2.3-2.5 ms with any of them.
+# The carried rows of one block of points a thread takes through all layers at a time, on the
+# NumPy path (Python between the layers: few, long blocks). Measured on both cores, two runs
+# each: u_t + u_xx + u_yy on 3 -> 128^3 -> 1 at 10,000 points took 29.5-32.0 ms with 4 MiB,
+# 30.8-31.6 ms with 2 MiB, 32.4-33.7 ms with 1 MiB and 30.9-32.8 ms with 8 MiB.
 _BLOCK_BYTES = 2**22
 # But at least this many points, where a block of that many stays under _MOST_BLOCK_BYTES: the
 # rule kernels' inner loops run over a block's points, and LLVM's vector loops need length.
@@ -39,6 +40,15 @@ _BLOCK_BYTES = 2**22
 # 6 points (2 MiB), 13.1 ms of 13 and 9.2 ms of 32.
 _LEAST_BLOCK_POINTS = 32
 _MOST_BLOCK_BYTES = 2**25
+# On the fused path (one compiled call for all blocks) short blocks cost nothing between them,
+# and a block whose two carried arrays stay in the core's L2 cache runs faster: about
+# _FUSED_BLOCK_BYTES each, in a multiple of _FUSED_BLOCK_STEP points (aligned vector loops; 24
+# points ran slower than 16 or 32). Measured on an Intel Xeon with 2 MiB of L2 per core, MKL:
+# the Laplacian of 32 -> 64^3 -> 1 at 128 points on one thread took a median 1.24 ms in blocks
+# of 16 points, 1.31 of 32, 1.33 of 64, 1.42 of 128 and 1.46 of 8; u_t + u_xx + u_yy above,
+# both cores, 20.2 ms in blocks of 64 points (256 KiB), 21.0 of 32, 21.7 of 128, 23.8 of 1024.
+_FUSED_BLOCK_BYTES = 2**18
+_FUSED_BLOCK_STEP = 16
 
 
 def laplacian(mlp, x, wrt=None, dtype=np.float64, nonfinite: str = "raise") -> np.ndarray:
@@ -76,8 +86,7 @@ def _collapsed(operator: str, mlp, x, wrt, dtype, nonfinite: str) -> np.ndarray:
     dtype = checks.check_dtype(dtype)
     points, single = checks.check_points(x, mlp.n_inputs, dtype=dtype)
     variables = checks.check_wrt(wrt, mlp.n_inputs)
-    directions = np.eye(mlp.n_inputs)[list(variables)]
-    values = evaluate(operator, mlp, points, directions, np.ones(len(variables)), None, dtype, nonfinite)[:, -1, :]
+    values = evaluate(operator, mlp, points, list(variables), np.ones(len(variables)), None, dtype, nonfinite)[:, -1, :]
     return values[0] if single else values
 
 
@@ -101,8 +110,8 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
                      sum_weights, first_order=None, dtype=np.float64) -> np.ndarray:
     """The value and the operator of every output at each point: (batch, 2, n_out).
 
-    directions (d, n_in): the derivatives are taken along these vectors (rows of the identity
-    for plain input variables); sum_weights (d,): the Laplacian sums w_a d2f/dv_a^2 (the
+    directions (d, n_in): the derivatives are taken along these vectors; or (d,) integers: along
+    these input variables; sum_weights (d,): the Laplacian sums w_a d2f/dv_a^2 (the
     biharmonic kernel takes no weights: they must be ones). first_order (n_in,) or None: for
     the Laplacian, b adds b.grad f to the operator's row. Memory is checked before anything
     is allocated.
@@ -118,7 +127,7 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
     run along the points of one neuron and row at a time.
     """
     points = np.asarray(points, dtype=dtype)
-    directions = np.asarray(directions, dtype=np.float64)
+    directions = np.asarray(directions)
     count = directions.shape[0]
     order = RULE_OPERATORS[operator]
     rules = rule_module(operator)
@@ -127,32 +136,35 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
     widths = [w.shape[0] for w in weights]
     batch = points.shape[0]
     itemsize = np.dtype(dtype).itemsize
-    block = _block_points(batch, rows * max(widths) * itemsize)
+    kernels = resolve_kernels(hidden_activations, output_activation, order)
+    forms = _array_forms(operator, kernels, dtype, len(weights))
+    block = _block_points(batch, rows * max(widths) * itemsize, forms is not None)
     # Per thread: two carried arrays of a block, the pre-activations of two layers and the
     # derivatives of its widest layer, the rows kept for the result, the rule kernel's
     # per-point work arrays (at most d + 6 rows), and the float64 arrays of the derivatives'
-    # array form.
-    working = threads.count() * (max(widths) * (itemsize * block * (2 * rows + order + 3 + kept)
+    # array form. On the fused path, also the BLAS library's packed copy of a block: its blocks
+    # are short enough to be packed whole (the Laplacian of 32 -> 64^3 -> 1 at 20,000 points
+    # grew by one such copy per thread beyond the other arrays).
+    carried_arrays = 3 if forms else 2
+    working = threads.count() * (max(widths) * (itemsize * block * (carried_arrays * rows + order + 3 + kept)
                                                 + 8 * block * VECTOR_FORM_ARRAYS) + itemsize * block * (count + order + 7))
     memory.check(batch * widths[-1] * kept * itemsize, itemsize, 0, working,
                  f"the {operator} in {count} variables for {batch} point(s)",
                  "use fewer points per call, or restrict the variables with wrt=[...]",
                  f"{rows} carried rows per neuron and point, widest layer {max(widths)}, ")
-    kernels = resolve_kernels(hidden_activations, output_activation, order)
     weights = [np.asarray(w, dtype=dtype) for w in weights]
     biases = [np.asarray(b, dtype=dtype) for b in biases]
     # The first layer's derivatives along each direction are the same at every point: the
     # rows that start every block, (neurons, rows - 1).
     first_weights = np.asarray(weights[0], dtype=np.float64)
     start_rows = np.zeros((widths[0], rows - 1), dtype=dtype)
-    start_rows[:, :count] = (directions @ first_weights.T).T
+    start_rows[:, :count] = (first_weights[:, directions.astype(np.intp)] if directions.ndim == 1
+                             else first_weights @ directions.astype(np.float64).T)
     if first_order is not None:
         assert operator == "laplacian", "only the Laplacian's rule carries a first-order part"
         start_rows[:, count] = first_weights @ np.asarray(first_order, dtype=np.float64)
     sum_weights = np.asarray(sum_weights, dtype=dtype)
     result = np.empty((batch, kept, widths[-1]), dtype=dtype)
-
-    forms = _array_forms(operator, kernels, dtype, len(weights))
 
     def push_block(lo, hi):
         # The NumPy path: layer by layer, NumPy's products and the rule kernels called from
@@ -214,7 +226,9 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
         # as tuples of one Numba type each.
         points, sum_weights = np.ascontiguousarray(points), np.ascontiguousarray(sum_weights)
         network = [tuple(np.ascontiguousarray(array) for array in arrays) for arrays in (weights, biases)]
-    with threads.single_blas_thread():
+    # The fused path calls no BLAS but blas.gemm's: where that starts no threads of its own,
+    # nothing needs holding (setting and restoring the thread counts took 40 us a call).
+    with threads.single_blas_thread() if not forms or blas.starts_threads() else contextlib.nullcontext():
         threads.run_blocks(push_fused if forms else push_numpy, (), batch)
     return result
 
@@ -231,11 +245,15 @@ def _array_forms(operator: str, kernels, dtype, layers: int):
     return forms if all(form is not None for form in forms) else None
 
 
-def _block_points(batch: int, bytes_per_point: int) -> int:
-    """Points per block: _BLOCK_BYTES of carried rows, or _LEAST_BLOCK_POINTS where those fit
-    in _MOST_BLOCK_BYTES; and blocks of equal size within each thread's share (a short last
-    block would run its products at a lower rate)."""
+def _block_points(batch: int, bytes_per_point: int, fused: bool) -> int:
+    """Points per block. Fused: about _FUSED_BLOCK_BYTES of carried rows, in a multiple of
+    _FUSED_BLOCK_STEP points. Else _BLOCK_BYTES of carried rows, or _LEAST_BLOCK_POINTS where
+    those fit in _MOST_BLOCK_BYTES, and blocks of equal size within each thread's share (a short
+    last block would run its products at a lower rate)."""
     share = -(-batch // threads.count())
+    if fused:
+        steps = max(1, round(_FUSED_BLOCK_BYTES / (bytes_per_point * _FUSED_BLOCK_STEP)))
+        return min(share, steps * _FUSED_BLOCK_STEP)
     most = max(1, _BLOCK_BYTES // bytes_per_point, min(_LEAST_BLOCK_POINTS, _MOST_BLOCK_BYTES // bytes_per_point))
     return -(-share // -(-share // most))
 

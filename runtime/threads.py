@@ -140,12 +140,13 @@ def _set_blas_threads(settings) -> None:
 
 @once
 def _blas_controller():
-    """The BLAS libraries' thread controls, NumPy's and SciPy's (loaded first, so it is seen)."""
+    """The BLAS libraries' thread controls, NumPy's and the kernels' (SciPy's or MKL, loaded
+    first, so it is seen)."""
     from threadpoolctl import ThreadpoolController
 
     from . import blas
 
-    blas.cython_blas()
+    blas.library()
 
     return ThreadpoolController()
 

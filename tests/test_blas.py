@@ -4,6 +4,8 @@ Checked against NumPy's matrix product and against Numba's own lookup of the sam
 """
 from __future__ import annotations
 
+import importlib.metadata
+import json
 import subprocess
 import sys
 
@@ -70,3 +72,79 @@ def test_product_from_compiled_code_is_the_matrix_product(transposed_a, transpos
     untouched = np.ones(c_big.shape, dtype=bool)
     untouched[2:2 + n, 1:1 + m] = False
     assert np.isnan(c_big[untouched]).all()
+
+
+def _mkl_installed() -> bool:
+    try:
+        importlib.metadata.distribution("mkl")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+needs_mkl = pytest.mark.skipif(not _mkl_installed(),
+                               reason="the mkl package is not installed (pip install 'feynmlp[mkl]', x86-64 only)")
+
+# A child process per BLAS choice: library() is read once per process. It prints the
+# Laplacian (fused kernels), and the order-2 and order-3 derivative tensors of feynmlp.taylor
+# (its Hessian and top-vertex kernels), all of which call blas.gemm.
+_CHILD = '''
+import json, sys
+import numpy as np
+import feynmlp
+from feynmlp import blas
+sys.path.insert(0, {tests!r})
+from helpers.networks import random_mlp
+rng = np.random.default_rng(4)
+mlp = random_mlp(rng, (5, 24, 16, 2), "tanh")
+points = rng.normal(size=(40, 5))
+expansion = feynmlp.taylor(mlp, points[:3], 3, scheme={scheme!r})
+print(json.dumps({{"library": blas.library(), "laplacian": feynmlp.laplacian(mlp, points).tolist(),
+                  "second": expansion.derivative_tensor(2).tolist(), "third": expansion.derivative_tensor(3).tolist()}}))
+'''
+
+
+@pytest.mark.parametrize("choice", ["scipy", pytest.param("mkl", marks=needs_mkl)])
+@pytest.mark.parametrize("scheme", ["auto", "top-vertex"])
+def test_each_blas_gives_the_derivatives(choice, scheme):
+    import os
+    from pathlib import Path
+
+    from helpers.networks import random_mlp
+    from helpers.torch_reference import assert_relative_close, torch_derivative_tensors, torch_network
+
+    tests = str(Path(__file__).parent)
+    done = subprocess.run([sys.executable, "-c", _CHILD.format(tests=tests, scheme=scheme)], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "FEYNMLP_BLAS": choice})
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["library"] == choice
+    rng = np.random.default_rng(4)
+    mlp = random_mlp(rng, (5, 24, 16, 2), "tanh")
+    points = rng.normal(size=(40, 5))
+    f = torch_network(mlp)
+    for p in (0, 17, 39):  # the first block of each thread's share, a middle one, the last (short) one
+        hessian = torch_derivative_tensors(f, points[p], 2)[2]
+        assert_relative_close(np.array(got["laplacian"][p]), np.einsum("oii->o", hessian), 1e-10, f"laplacian {p}")
+    for p in range(3):
+        tensors = torch_derivative_tensors(f, points[p], 3)
+        assert_relative_close(np.array(got["second"][p]), tensors[2], 1e-10, f"second derivatives {p}")
+        assert_relative_close(np.array(got["third"][p]), tensors[3], 1e-10, f"third derivatives {p}")
+
+
+def test_an_unknown_or_missing_blas_is_named(monkeypatch):
+    from feynmlp.errors import FeynmlpError
+
+    try:
+        monkeypatch.setenv("FEYNMLP_BLAS", "openblas64")
+        blas.library.cache_clear()
+        with pytest.raises(FeynmlpError, match="FEYNMLP_BLAS='openblas64'.*auto, mkl, scipy"):
+            blas.library()
+        monkeypatch.setenv("FEYNMLP_BLAS", "mkl")
+        monkeypatch.setattr(blas, "mkl", lambda: None)
+        blas.library.cache_clear()
+        with pytest.raises(FeynmlpError, match="pip install 'feynmlp\\[mkl\\]'"):
+            blas.library()
+    finally:
+        monkeypatch.undo()
+        blas.library.cache_clear()

@@ -105,6 +105,7 @@ def test_blocks_of_many_points_in_both_kernel_paths(monkeypatch, activations, ou
     assert fused == (activations != "gelu")
     monkeypatch.setattr(operators, "_BLOCK_BYTES", 16 * 5 * 7 * 8)  # 5 rows of the widest layer, 7
     monkeypatch.setattr(operators, "_LEAST_BLOCK_POINTS", 1)
+    monkeypatch.setattr(operators, "_FUSED_BLOCK_BYTES", 16 * 5 * 7 * 8)
     points = rng.normal(size=(203, 4))
     picked = [0, 101, 202]
     want_lap, _ = reference(mlp, points[picked], wrt=[3, 1, 0])
