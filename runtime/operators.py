@@ -204,19 +204,18 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
         for start in range(lo, hi, block):
             push_block(start, min(hi, start + block))
 
-    def push_fused(lo, hi):
-        # The same steps for all of this thread's points in one compiled call
-        # (rules.push_network), which releases the GIL throughout.
-        size = min(block, hi - lo)
+    def push_fused():
+        # The same steps in one compiled call (rules.push_network) on each thread, which takes
+        # blocks from the shared counters until none is left and releases the GIL throughout.
         widest = max(widths)
         carried_a, carried_b, values_a, values_b, derivative_rows, work = workspace.arrays(
-            "operator network", [(widest * rows * size,)] * 2 + [(widest * size,)] * 2
-            + [(order + 1, size), (VECTOR_FORM_ARRAYS, size)], np.float64)
+            "operator network", [(widest * rows * block,)] * 2 + [(widest * block,)] * 2
+            + [(order + 1, block), (VECTOR_FORM_ARRAYS, block)], np.float64)
         scratch = workspace.array("operator scratch", (5,), np.int64)
         ints, scalars = blas.scratch(np.float64)
-        rules.push_network(points, lo, hi, block, *network, tuple(forms), kernels.output is not None, start_rows,
-                           sum_weights, carried_a, carried_b, values_a, values_b, derivative_rows, work, scratch,
-                           gemm, ints, scalars, result)
+        return rules.push_network(points, counters, block, *network, forms, kernels.output is not None, start_rows,
+                                  sum_weights, carried_a, carried_b, values_a, values_b, derivative_rows, work,
+                                  scratch, gemm, ints, scalars, result)
 
     if forms:
         from . import blas  # imports Numba, which `import feynmlp` leaves out
@@ -226,10 +225,17 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
         # as tuples of one Numba type each.
         points, sum_weights = np.ascontiguousarray(points), np.ascontiguousarray(sum_weights)
         network = [tuple(np.ascontiguousarray(array) for array in arrays) for arrays in (weights, biases)]
-    # The fused path calls no BLAS but blas.gemm's: where that starts no threads of its own,
-    # nothing needs holding (setting and restoring the thread counts took 40 us a call).
-    with threads.single_blas_thread() if not forms or blas.starts_threads() else contextlib.nullcontext():
-        threads.run_blocks(push_fused if forms else push_numpy, (), batch)
+        forms = tuple(forms)
+        # Fresh for every call: a pool thread still leaving the previous call's kernel reads
+        # only that call's counters.
+        counters = np.zeros(2, dtype=np.int64)
+        # The fused path calls no BLAS but blas.gemm's: where that starts no threads of its
+        # own, nothing needs holding (setting and restoring the thread counts took 40 us).
+        with threads.single_blas_thread() if blas.starts_threads() else contextlib.nullcontext():
+            threads.run_shared(push_fused, min(threads.count(), -(-batch // block)))
+        return result
+    with threads.single_blas_thread():
+        threads.run_blocks(push_numpy, (), batch)
     return result
 
 

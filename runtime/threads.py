@@ -2,8 +2,10 @@
 the cores without Numba's parallel compiler (which costs seconds on a cold compile).
 
 In: a kernel that works on points lo .. hi-1 of its arrays and the number of points. Out:
-the kernel run once per block of points, one block per thread; single_blas_thread() holds
-every BLAS library to one thread meanwhile, since the threads are feynmlp's.
+the kernel run once per block of points, one block per thread (run_blocks), or one kernel
+run on several threads at once that share its blocks themselves (run_shared);
+single_blas_thread() holds every BLAS library to one thread meanwhile, since the threads are
+feynmlp's.
 """
 from __future__ import annotations
 
@@ -73,6 +75,35 @@ def run_blocks(kernel, args: tuple, points: int, start: int = 0) -> None:
     finally:
         for future in futures:  # every block has finished (or failed) before anything is raised
             future.exception()
+    for future in futures:
+        future.result()
+
+
+def run_shared(kernel, workers: int) -> None:
+    """kernel() on `workers` threads at once, the calling thread one of them, for kernels that
+    share their work through atomic counters (feynmlp.atomic) and return True once all of it
+    is finished, by whichever thread.
+
+    When the calling thread's kernel says all is finished, the others are leaving theirs and
+    nothing waits for them: waiting would cost a wake-up of this thread (about 0.1 ms), and a
+    thread that starts late only finds no work left. A pool thread that failed before taking
+    any work left that work to the others, so its failure changes no result. Otherwise
+    (the kernel failed, or stopped waiting) every thread is waited for, and the first failure
+    raised.
+    """
+    if workers <= 1:
+        kernel()
+        return
+    futures = [_pool(workers - 1).submit(kernel) for _ in range(workers - 1)]
+    try:
+        if kernel():
+            return
+    except BaseException:
+        for future in futures:
+            future.exception()
+        raise
+    for future in futures:
+        future.exception()
     for future in futures:
         future.result()
 

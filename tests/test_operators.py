@@ -115,6 +115,37 @@ def test_blocks_of_many_points_in_both_kernel_paths(monkeypatch, activations, ou
                           "float32 laplacian")
 
 
+def test_fused_blocks_are_shared_by_whichever_threads_run(monkeypatch):
+    # The fused kernels' threads take blocks from one counter: with the pool thread held busy
+    # by other work, the calling thread takes every block itself and returns without waiting
+    # for the pool; with it free, the two share them. Both give torch's numbers.
+    import threading
+
+    from feynmlp import operators, threads
+
+    rng = np.random.default_rng(23)
+    mlp = random_mlp(rng, (4, 7, 6, 2), "tanh")
+    monkeypatch.setattr(operators, "_FUSED_BLOCK_BYTES", 16 * 6 * 7 * 8)  # blocks of 16 points
+    points = rng.normal(size=(203, 4))
+    picked = [0, 101, 202]
+    want_lap, _ = reference(mlp, points[picked])
+    # Two threads even where the process may run on one core: they then take turns.
+    monkeypatch.setattr(threads, "count", lambda: 2)
+    release = threading.Event()
+    holding = threads._pool(1).submit(release.wait, 300)
+    done = {}
+    caller = threading.Thread(target=lambda: done.setdefault("lap", feynmlp.laplacian(mlp, points)))
+    caller.start()
+    caller.join(timeout=60)
+    finished_while_held = not caller.is_alive()
+    release.set()
+    holding.result()
+    caller.join()
+    assert finished_while_held, "the call waited for a busy pool thread"
+    assert_relative_close(done["lap"][picked], want_lap, RTOL, "laplacian, pool busy")
+    assert_relative_close(feynmlp.laplacian(mlp, points)[picked], want_lap, RTOL, "laplacian, pool free")
+
+
 def test_points_in_any_memory_layout():
     # The fused kernels address the points' elements in flat order: strided and Fortran-ordered
     # points must give the Laplacian of the same points.
