@@ -95,13 +95,16 @@ def library() -> str:
     if choice not in CHOICES:
         raise FeynmlpError(f"FEYNMLP_BLAS={os.environ['FEYNMLP_BLAS']!r} is not a BLAS feynmlp knows: use one of "
                            f"{', '.join(CHOICES)} (auto, the default, takes MKL where the mkl package is installed)")
+    # SciPy's BLAS module is loaded whichever is chosen: Numba's own BLAS check imports it
+    # when it loads its array functions, and without this light loading that import runs
+    # scipy.linalg's __init__ (84 ms of a first call).
+    cython_blas()
     if choice != "scipy" and mkl() is not None:
         return "mkl"
     if choice == "mkl":
         raise FeynmlpError("FEYNMLP_BLAS=mkl, but MKL's runtime library (the mkl package) is not installed, or "
                            "refused 32-bit integers: install it with pip install 'feynmlp[mkl]', or unset "
                            "FEYNMLP_BLAS")
-    cython_blas()
     return "scipy"
 
 

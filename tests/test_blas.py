@@ -87,7 +87,8 @@ needs_mkl = pytest.mark.skipif(not _mkl_installed(),
 
 # A child process per BLAS choice: library() is read once per process. It prints the
 # Laplacian (fused kernels), and the order-2 and order-3 derivative tensors of feynmlp.taylor
-# (its Hessian and top-vertex kernels), all of which call blas.gemm.
+# (its Hessian and top-vertex kernels), all of which call blas.gemm; and whether any of it
+# imported scipy.linalg.
 _CHILD = '''
 import json, sys
 import numpy as np
@@ -100,7 +101,8 @@ mlp = random_mlp(rng, (5, 24, 16, 2), "tanh")
 points = rng.normal(size=(40, 5))
 expansion = feynmlp.taylor(mlp, points[:3], 3, scheme={scheme!r})
 print(json.dumps({{"library": blas.library(), "laplacian": feynmlp.laplacian(mlp, points).tolist(),
-                  "second": expansion.derivative_tensor(2).tolist(), "third": expansion.derivative_tensor(3).tolist()}}))
+                  "second": expansion.derivative_tensor(2).tolist(), "third": expansion.derivative_tensor(3).tolist(),
+                  "scipy.linalg": "scipy.linalg" in sys.modules}}))
 '''
 
 
@@ -119,6 +121,7 @@ def test_each_blas_gives_the_derivatives(choice, scheme):
     assert done.returncode == 0, done.stderr[-3000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["library"] == choice
+    assert not got["scipy.linalg"], "scipy.linalg's __init__ ran (0.08 s of a first call)"
     rng = np.random.default_rng(4)
     mlp = random_mlp(rng, (5, 24, 16, 2), "tanh")
     points = rng.normal(size=(40, 5))
