@@ -204,19 +204,6 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
         for start in range(lo, hi, block):
             push_block(start, min(hi, start + block))
 
-    def push_fused():
-        # The same steps in one compiled call (rules.push_network) on each thread, which takes
-        # blocks from the shared counters until none is left and releases the GIL throughout.
-        widest = max(widths)
-        carried_a, carried_b, values_a, values_b, derivative_rows, work = workspace.arrays(
-            "operator network", [(widest * rows * block,)] * 2 + [(widest * block,)] * 2
-            + [(order + 1, block), (VECTOR_FORM_ARRAYS, block)], np.float64)
-        scratch = workspace.array("operator scratch", (5,), np.int64)
-        ints, scalars = blas.scratch(np.float64)
-        return rules.push_network(points, counters, block, *network, forms, kernels.output is not None, start_rows,
-                                  sum_weights, carried_a, carried_b, values_a, values_b, derivative_rows, work,
-                                  scratch, gemm, ints, scalars, result)
-
     if forms:
         from . import blas  # imports Numba, which `import feynmlp` leaves out
 
@@ -225,14 +212,25 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
         # as tuples of one Numba type each.
         points, sum_weights = np.ascontiguousarray(points), np.ascontiguousarray(sum_weights)
         network = [tuple(np.ascontiguousarray(array) for array in arrays) for arrays in (weights, biases)]
-        forms = tuple(forms)
         # Fresh for every call: a pool thread still leaving the previous call's kernel reads
         # only that call's counters.
         counters = np.zeros(2, dtype=np.int64)
+        shared = (points, counters, block, *network, tuple(forms), kernels.output is not None, start_rows, sum_weights)
+        # Each thread's own work arrays, all from this thread's workspace: the pool threads
+        # then run no Python before the kernel, so they start sooner. No thread touches them
+        # once all blocks are finished, which is when run_shared returns.
+        widest = max(widths)
+        calls = []
+        for thread in range(min(threads.count(), -(-batch // block))):
+            work = workspace.arrays(("operator network", thread), [(widest * rows * block,)] * 2
+                                    + [(widest * block,)] * 2 + [(order + 1, block), (VECTOR_FORM_ARRAYS, block)],
+                                    np.float64)
+            calls.append(shared + (*work, workspace.array(("operator scratch", thread), (5,), np.int64), gemm,
+                                   *blas.scratch(np.float64), result))
         # The fused path calls no BLAS but blas.gemm's: where that starts no threads of its
         # own, nothing needs holding (setting and restoring the thread counts took 40 us).
         with threads.single_blas_thread() if blas.starts_threads() else contextlib.nullcontext():
-            threads.run_shared(push_fused, min(threads.count(), -(-batch // block)))
+            threads.run_shared(rules.push_network, calls)
         return result
     with threads.single_blas_thread():
         threads.run_blocks(push_numpy, (), batch)

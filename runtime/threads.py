@@ -79,10 +79,10 @@ def run_blocks(kernel, args: tuple, points: int, start: int = 0) -> None:
         future.result()
 
 
-def run_shared(kernel, workers: int) -> None:
-    """kernel() on `workers` threads at once, the calling thread one of them, for kernels that
-    share their work through atomic counters (feynmlp.atomic) and return True once all of it
-    is finished, by whichever thread.
+def run_shared(kernel, calls: list[tuple]) -> None:
+    """kernel(*calls[0]) on the calling thread and kernel(*calls[i]) on pool threads at once,
+    for kernels that share their work through atomic counters (feynmlp.atomic) and return
+    True once all of it is finished, by whichever thread.
 
     When the calling thread's kernel says all is finished, the others are leaving theirs and
     nothing waits for them: waiting would cost a wake-up of this thread (about 0.1 ms), and a
@@ -91,12 +91,13 @@ def run_shared(kernel, workers: int) -> None:
     (the kernel failed, or stopped waiting) every thread is waited for, and the first failure
     raised.
     """
-    if workers <= 1:
-        kernel()
+    if len(calls) <= 1:
+        for arguments in calls:
+            kernel(*arguments)
         return
-    futures = [_pool(workers - 1).submit(kernel) for _ in range(workers - 1)]
+    futures = [_pool(len(calls) - 1).submit(kernel, *arguments) for arguments in calls[1:]]
     try:
-        if kernel():
+        if kernel(*calls[0]):
             return
     except BaseException:
         for future in futures:
