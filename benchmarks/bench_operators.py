@@ -332,8 +332,12 @@ def run_case(name: str, case: dict, args, work: Path) -> dict:
 
 
 def report(records, args) -> None:
+    from feynmlp import blas
+
     print(f"machine: {platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}, "
-          f"load average {os.getloadavg()[0]:.2f}; repeats {args.repeats}{' (quick)' if args.quick else ''}")
+          f"load average {os.getloadavg()[0]:.2f}; repeats {args.repeats}{' (quick)' if args.quick else ''}; "
+          f"feynmlp's kernels call {blas.library()}'s gemm (FEYNMLP_BLAS={os.environ.get('FEYNMLP_BLAS', 'auto')}; "
+          "the matmul rate is NumPy's)")
     for record in records:
         name, tools = record["name"], record["tools"]
         mine = tools.get("feynmlp", {}).get("median_s")

@@ -936,6 +936,14 @@ def print_table(headers, rows) -> None:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
 
 
+def _kernels_blas() -> str:
+    """The BLAS whose gemm feynmlp's kernels call in the benchmark's processes (they inherit
+    FEYNMLP_BLAS)."""
+    from feynmlp import blas
+
+    return blas.library()
+
+
 def report(summary) -> None:
     machine, rates = summary["machine"], summary["machine"]["rates"]
     print()
@@ -945,6 +953,9 @@ def report(summary) -> None:
     for b in blas:
         print(f"BLAS: {b.get('internal_api')} {b.get('version')}, kernel {b.get('architecture')}, "
               f"{b.get('num_threads')} threads ({b.get('prefix')})")
+    if machine.get("kernels_blas"):
+        print(f"feynmlp's compiled kernels call {machine['kernels_blas']}'s gemm "
+              f"(FEYNMLP_BLAS={machine['feynmlp_blas_env'] or 'auto'}); the matmul rates are NumPy's")
     parent = ", ".join(f"{k}={v if v is not None else '(unset)'}" for k, v in machine["openblas_env"].items())
     print(f"environment of this process: {parent}; removed in every benchmark subprocess")
     digests = sorted({r.get("source_digest") for record in summary["cases"]
@@ -1139,7 +1150,8 @@ def main(argv=None) -> int:
             options={k: v for k, v in vars(args).items() if not k.startswith("_")},
             git=git_state(),
             machine=dict(platform=platform.platform(), python=platform.python_version(), cpus=os.cpu_count(),
-                         rates=rates, blas=calibration["blas"],
+                         rates=rates, blas=calibration["blas"], kernels_blas=_kernels_blas(),
+                         feynmlp_blas_env=os.environ.get("FEYNMLP_BLAS"),
                          openblas_env={k: os.environ.get(k) for k in OPENBLAS_VARIABLES},
                          subprocess_openblas_env=calibration["env"]),
             load=sampler.summary(), load_samples=sampler.samples,
