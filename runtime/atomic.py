@@ -17,23 +17,28 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 
-def _pointer(context, builder, array_type, array, index):
-    return cgutils.get_item_pointer(context, builder, array_type, context.make_array(array_type)(context, builder, array),
-                                    [index])
+def _counter(counters, index) -> bool:
+    return (isinstance(counters, types.Array) and counters.dtype == types.int64 and counters.ndim == 1
+            and isinstance(index, types.Integer))
+
+
+def _address(context, builder, signature, args):
+    """The LLVM pointer to counters[index] of an intrinsic's (counters, index) arguments."""
+    array_type, index_type = signature.args
+    array = context.make_array(array_type)(context, builder, args[0])
+    index = context.cast(builder, args[1], index_type, types.intp)
+    return cgutils.get_item_pointer(context, builder, array_type, array, [index])
 
 
 @intrinsic
 def take(typingctx, counters, index):
     """counters[index] += 1, atomically; the value before."""
-    if not (isinstance(counters, types.Array) and counters.dtype == types.int64 and counters.ndim == 1
-            and isinstance(index, types.Integer)):
+    if not _counter(counters, index):
         return None
 
     def codegen(context, builder, signature, args):
-        array_type, index_type = signature.args
-        index = context.cast(builder, args[1], index_type, types.intp)
-        pointer = _pointer(context, builder, array_type, args[0], index)
-        return builder.atomic_rmw("add", pointer, context.get_constant(types.int64, 1), "seq_cst")
+        one = context.get_constant(types.int64, 1)
+        return builder.atomic_rmw("add", _address(context, builder, signature, args), one, "seq_cst")
 
     return types.int64(counters, index), codegen
 
@@ -41,14 +46,10 @@ def take(typingctx, counters, index):
 @intrinsic
 def load(typingctx, counters, index):
     """counters[index], read atomically."""
-    if not (isinstance(counters, types.Array) and counters.dtype == types.int64 and counters.ndim == 1
-            and isinstance(index, types.Integer)):
+    if not _counter(counters, index):
         return None
 
     def codegen(context, builder, signature, args):
-        array_type, index_type = signature.args
-        index = context.cast(builder, args[1], index_type, types.intp)
-        pointer = _pointer(context, builder, array_type, args[0], index)
-        return builder.load_atomic(pointer, "seq_cst", 8)
+        return builder.load_atomic(_address(context, builder, signature, args), "seq_cst", 8)
 
     return types.int64(counters, index), codegen

@@ -166,6 +166,10 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
     sum_weights = np.asarray(sum_weights, dtype=dtype)
     result = np.empty((batch, kept, widths[-1]), dtype=dtype)
 
+    if forms:
+        return _run_fused(rules, points, block, weights, biases, forms, kernels.output is not None, start_rows,
+                          sum_weights, result)
+
     def push_block(lo, hi):
         # The NumPy path: layer by layer, NumPy's products and the rule kernels called from
         # Python. Pre-activations (neurons, points) alternate between two work arrays, since
@@ -204,36 +208,40 @@ def carried_operator(operator: str, weights, biases, hidden_activations, output_
         for start in range(lo, hi, block):
             push_block(start, min(hi, start + block))
 
-    if forms:
-        from . import blas  # imports Numba, which `import feynmlp` leaves out
-
-        gemm = blas.gemm(np.float64)
-        # C-contiguous arrays (the kernel addresses their elements in flat order); the layers
-        # as tuples of one Numba type each.
-        points, sum_weights = np.ascontiguousarray(points), np.ascontiguousarray(sum_weights)
-        network = [tuple(np.ascontiguousarray(array) for array in arrays) for arrays in (weights, biases)]
-        # Fresh for every call: a pool thread still leaving the previous call's kernel reads
-        # only that call's counters.
-        counters = np.zeros(2, dtype=np.int64)
-        shared = (points, counters, block, *network, tuple(forms), kernels.output is not None, start_rows, sum_weights)
-        # Each thread's own work arrays, all from this thread's workspace: the pool threads
-        # then run no Python before the kernel, so they start sooner. No thread touches them
-        # once all blocks are finished, which is when run_shared returns.
-        widest = max(widths)
-        calls = []
-        for thread in range(min(threads.count(), -(-batch // block))):
-            work = workspace.arrays(("operator network", thread), [(widest * rows * block,)] * 2
-                                    + [(widest * block,)] * 2 + [(order + 1, block), (VECTOR_FORM_ARRAYS, block)],
-                                    np.float64)
-            calls.append(shared + (*work, workspace.array(("operator scratch", thread), (5,), np.int64), gemm,
-                                   *blas.scratch(np.float64), result))
-        # The fused path calls no BLAS but blas.gemm's: where that starts no threads of its
-        # own, nothing needs holding (setting and restoring the thread counts took 40 us).
-        with threads.single_blas_thread() if blas.starts_threads() else contextlib.nullcontext():
-            threads.run_shared(rules.push_network, calls)
-        return result
     with threads.single_blas_thread():
         threads.run_blocks(push_numpy, (), batch)
+    return result
+
+
+def _run_fused(rules, points, block, weights, biases, forms, output: bool, start_rows, sum_weights, result):
+    """carried_operator's fused path: the generated push_network on every worker thread at once,
+    sharing the blocks of points through atomic counters; fills and returns result."""
+    from . import blas  # imports Numba, which `import feynmlp` leaves out
+
+    # C-contiguous arrays (the kernel addresses their elements in flat order); the layers as
+    # tuples of one Numba type each.
+    points, sum_weights = np.ascontiguousarray(points), np.ascontiguousarray(sum_weights)
+    network = [tuple(np.ascontiguousarray(array) for array in arrays) for arrays in (weights, biases)]
+    # Fresh for every call: a pool thread still leaving the previous call's kernel reads only
+    # that call's counters.
+    counters = np.zeros(2, dtype=np.int64)
+    shared = (points, counters, block, *network, tuple(forms), output, start_rows, sum_weights)
+    # Each thread's own work arrays, all from this thread's workspace: the pool threads then run
+    # no Python before the kernel, so they start sooner. No thread touches them once all blocks
+    # are finished, which is when run_shared returns.
+    widest, rows = max(w.shape[0] for w in weights), start_rows.shape[1] + 1
+    gemm = blas.gemm(np.float64)
+    calls = []
+    for thread in range(min(threads.count(), -(-points.shape[0] // block))):
+        work = workspace.arrays(("operator network", thread), [(widest * rows * block,)] * 2
+                                + [(widest * block,)] * 2 + [(rules.ORDER + 1, block), (VECTOR_FORM_ARRAYS, block)],
+                                np.float64)
+        calls.append(shared + (*work, workspace.array(("operator scratch", thread), (5,), np.int64), gemm,
+                               *blas.scratch(np.float64), result))
+    # The fused path calls no BLAS but blas.gemm's: where that starts no threads of its own,
+    # nothing needs holding (setting and restoring the thread counts took 40 us).
+    with threads.single_blas_thread() if blas.starts_threads() else contextlib.nullcontext():
+        threads.run_shared(rules.push_network, calls)
     return result
 
 
