@@ -118,7 +118,8 @@ def mkl():
     except importlib.metadata.PackageNotFoundError:
         return None
     for file in files:
-        if file.name.startswith(("libmkl_rt.so", "libmkl_rt.", "mkl_rt.")) and not file.name.endswith(".lib"):
+        # libmkl_rt.so.N on Linux, mkl_rt.N.dll on Windows (beside an import library, .lib).
+        if file.name.startswith(("libmkl_rt.", "mkl_rt.")) and not file.name.endswith(".lib"):
             path = Path(file.locate())
             if path.is_file():
                 runtime = ctypes.CDLL(str(path))
