@@ -21,12 +21,12 @@ differs, callbacks() returns None and the caller keeps its NumPy path.
 from __future__ import annotations
 
 import ctypes
-import os
-import threading
 from typing import NamedTuple
 
 import numpy as np
 from numba import njit
+
+from .once import once
 
 # A ufunc inner loop: void loop(char **args, npy_intp const *dimensions, npy_intp const *steps,
 # void *data), taken as four pointer-sized integers (as blas.gemm takes its arguments).
@@ -81,30 +81,10 @@ def ufunc_loop(ufunc: np.ufunc):
     return LOOP(loop), loop_data or 0
 
 
-_lock = threading.Lock()
-_forms: dict = {}
-
-
-def _after_fork_in_child() -> None:
-    # A fork while another thread compiled would leave the child's lock held forever.
-    global _lock
-    _lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
+@once
 def callbacks(module) -> ArrayForm | None:
     """The ArrayForm of a kernel module, compiled once per process (Numba caches the callbacks
     on disk); None when the module has no array form or a ufunc loop cannot be read."""
-    with _lock:
-        if module not in _forms:
-            _forms[module] = _compile(module)
-        return _forms[module]
-
-
-def _compile(module) -> ArrayForm | None:
     calls = getattr(module, "VECTOR_UFUNCS", ())
     if not calls or len(calls) > 2:
         return None

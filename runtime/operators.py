@@ -225,7 +225,7 @@ def _run_fused(rules, points, block, weights, biases, forms, output: bool, start
     # Fresh for every call: a pool thread still leaving the previous call's kernel reads only
     # that call's counters.
     counters = np.zeros(2, dtype=np.int64)
-    shared = (points, counters, block, *network, tuple(forms), output, start_rows, sum_weights)
+    shared = (points, counters, block, *network, forms, output, start_rows, sum_weights)
     # Each thread's own work arrays, all from this thread's workspace: the pool threads then run
     # no Python before the kernel, so they start sooner. No thread touches them once all blocks
     # are finished, which is when run_shared returns.
@@ -246,14 +246,14 @@ def _run_fused(rules, points, block, weights, biases, forms, output: bool, start
 
 
 def _array_forms(operator: str, kernels, dtype, layers: int):
-    """The ArrayForm (feynmlp.array_form) of every activation, hidden layers first, then the
-    output's, when the fused Laplacian kernels can take the network: float64, at least one
-    hidden layer, every activation with an array form; else None (the NumPy path)."""
+    """The ArrayForm (feynmlp.array_form) of every activation as a tuple, hidden layers first,
+    then the output's, when the fused Laplacian kernels can take the network: float64, at least
+    one hidden layer, every activation with an array form; else None (the NumPy path)."""
     if operator != "laplacian" or np.dtype(dtype) != np.float64 or layers < 2:
         return None
     from . import array_form  # imports Numba, which `import feynmlp` leaves out
     modules = list(kernels.derivatives) + ([kernels.output] if kernels.output is not None else [])
-    forms = [array_form.callbacks(module) for module in modules]
+    forms = tuple(array_form.callbacks(module) for module in modules)
     return forms if all(form is not None for form in forms) else None
 
 
